@@ -1,0 +1,35 @@
+"""Shared test set-up: a tiny built-in corpus and a small, fast SimpleNet-CNN config."""
+
+import pathlib
+
+import configs.simplenet_cnn as simplenet_cnn_config
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+# Field overrides that make a run take seconds: 6 utterances per speaker (60 in all), 1 s clips
+# (25 windows), 4 validation utterances, batch 8.
+TINY = {
+    "data.builtin.utterances_per_speaker": 6,
+    "data.builtin.clip_seconds": 1.0,
+    "data.val_size": 4,
+    "train.batch_size": 8,
+    "train.eval_batch_size": 16,
+    "train.num_epochs": 2,
+}
+
+
+def tiny_config(cache_dir, **overrides):
+  config = simplenet_cnn_config.get_config()
+  for key, value in {**TINY, "data.cache_dir": str(cache_dir), **overrides}.items():
+    *parents, leaf = key.split(".")
+    node = config
+    for name in parents:
+      node = node[name]
+    node[leaf] = value
+  return config
+
+
+def tiny_flags(cache_dir, **overrides):
+  """The same overrides as `--config.a.b=value` command-line flags."""
+  values = {**TINY, "data.cache_dir": str(cache_dir), **overrides}
+  return [f"--config.{key}={value}" for key, value in values.items()]

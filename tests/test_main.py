@@ -1,0 +1,61 @@
+"""The command line end to end on a tiny built-in corpus, config args and error handling."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from wavejax import config as wavejax_config
+from wavejax import errors
+
+from helpers import REPO, tiny_flags
+
+import configs.simplenet_cnn as simplenet_cnn_config
+
+
+def main(*args):
+  return subprocess.run([sys.executable, "-m", "wavejax.main", *args], cwd=REPO,
+                        capture_output=True, text=True, timeout=900)
+
+
+def test_main_runs_every_fold_and_prints_the_table(tmp_path):
+  workdir = tmp_path / "run"
+  done = main("--config=configs/simplenet_cnn.py", f"--workdir={workdir}",
+              *tiny_flags(tmp_path / "cache", **{"train.num_epochs": 1}))
+  assert done.returncode == 0, done.stderr[-3000:]
+  summary = json.loads((workdir / "summary.json").read_text())
+  assert summary["folds"] == [1, 2, 3, 4, 5]
+  assert [row["test_session"] for row in summary["per_fold"]] == [1, 2, 3, 4, 5]
+  assert "| **mean ± std** |" in done.stdout
+  assert (workdir / "summary.md").read_text().strip() in done.stdout
+  for fold in range(1, 6):
+    result = json.loads((workdir / f"fold_{fold}/result.json").read_text())
+    assert result["num_val"] == 4 and 0.0 <= result["test"]["wa"] <= 1.0
+  assert "fold 3 epoch 1/1: loss" in done.stderr and "utt/s | ETA" in done.stderr
+
+
+def test_bad_root_is_one_line_and_exit_code_1(tmp_path):
+  done = main("--config=configs/simplenet_cnn.py:emotion,fold=1", f"--workdir={tmp_path}/w",
+              f"--config.data.root={tmp_path}/no_such_corpus")
+  assert done.returncode == 1
+  assert done.stderr.strip().splitlines()[-1].startswith("wavejax: error: ")
+  assert "no_such_corpus" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_config_arg_selects_task_and_fold():
+  config = simplenet_cnn_config.get_config("gender,fold=2")
+  assert (config.task, config.fold) == ("gender", 2)
+  config = simplenet_cnn_config.get_config("task=emotion,fold=5")
+  assert (config.task, config.fold) == ("emotion", 5)
+  assert simplenet_cnn_config.get_config().fold is None
+  with pytest.raises(errors.ConfigError, match="fold='x'"):
+    wavejax_config.parse_arg("fold=x")
+  with pytest.raises(errors.ConfigError, match="lr=1"):
+    wavejax_config.parse_arg("lr=1")
+
+
+def test_sample_rate_is_shared_by_data_and_model():
+  config = simplenet_cnn_config.get_config()
+  config.data.sample_rate = 8000
+  assert config.model.sample_rate == 8000

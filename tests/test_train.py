@@ -1,0 +1,126 @@
+"""Training: steps lower the loss, results are deterministic, resume equals an unbroken run,
+several devices give the metrics of one."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from wavejax import errors, train
+from wavejax.data import pipeline
+from wavejax.models import create_model
+
+from helpers import REPO, tiny_config, tiny_flags
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+  return tmp_path_factory.mktemp("cache")
+
+
+def metrics_of(history):
+  return [{k: r[k] for k in ("epoch", "train_loss", "train_running_acc", "val", "test")}
+          for r in history]
+
+
+def test_train_steps_lower_the_loss(cache_dir):
+  config = tiny_config(cache_dir)
+  data = train.load_fold_data(config, 1)
+  model = create_model(config.model, num_classes=4)
+  state = train.create_train_state(model, config, data.waveforms.shape[1], 1, fold=1)
+  batch = next(pipeline.batches(data.waveforms, data.targets, data.split.train[:16], 16))
+  step = jax.jit(train.train_step)
+  losses = []
+  for _ in range(8):
+    state, metrics = step(state, batch)
+    losses.append(float(metrics["loss_sum"] / metrics["count"]))
+  assert losses[-1] < 0.7 * losses[0], losses
+  assert int(state.step) == 8
+
+
+def test_padded_examples_do_not_count(cache_dir):
+  config = tiny_config(cache_dir)
+  data = train.load_fold_data(config, 1)
+  order = data.split.train[:5]
+  batch = list(pipeline.batches(data.waveforms, data.targets, order, 8))
+  assert len(batch) == 1
+  np.testing.assert_array_equal(batch[0]["weights"], [1, 1, 1, 1, 1, 0, 0, 0])
+  np.testing.assert_array_equal(batch[0]["labels"][:5], data.targets[order])
+
+
+def test_fold_is_deterministic_and_checkpoints(cache_dir, tmp_path):
+  config = tiny_config(cache_dir)
+  first = train.train_fold(config, 2, workdir=tmp_path / "a")
+  second = train.train_fold(config, 2)
+  assert metrics_of(first.history) == metrics_of(second.history)
+  assert first.test_session == 2 and first.num_val == 4
+  assert first.num_train + first.num_val + first.num_test == 60
+  assert (tmp_path / "a/fold_2/result.json").exists()
+  assert sorted(p.name for p in (tmp_path / "a/fold_2/checkpoints/latest").iterdir()) == ["2"]
+  selected = first.history[first.selected_epoch - 1]
+  assert first.test == selected["test"]
+  assert first.best_test_wa == max(r["test"]["wa"] for r in first.history)
+  # A finished fold is read back, not trained again; another config may not reuse the workdir.
+  assert train.train_fold(config, 2, workdir=tmp_path / "a") == first
+  config.train.learning_rate = 0.5
+  with pytest.raises(errors.ConfigError, match="train.learning_rate"):
+    train.train_fold(config, 2, workdir=tmp_path / "a")
+
+
+def run_main(args, env=None):
+  return subprocess.Popen([sys.executable, "-m", "wavejax.main", *args], cwd=REPO,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          env={**os.environ, **(env or {})})
+
+
+def test_killed_run_resumes_to_the_same_numbers(cache_dir, tmp_path):
+  args = ["--config=configs/simplenet_cnn.py", "--folds=1",
+          *tiny_flags(cache_dir, **{"train.num_epochs": 4,
+                                    "data.builtin.utterances_per_speaker": 12})]
+  unbroken = train.train_fold(
+      tiny_config(cache_dir, **{"train.num_epochs": 4, "data.builtin.utterances_per_speaker": 12}),
+      1)
+  workdir = tmp_path / "run"
+  process = run_main([*args, f"--workdir={workdir}"])
+  first_checkpoint = workdir / "fold_1/checkpoints/latest/1"
+  deadline = time.time() + 300
+  while not first_checkpoint.exists() and process.poll() is None and time.time() < deadline:
+    time.sleep(0.05)
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  assert first_checkpoint.exists(), process.stdout.read()
+  assert not (workdir / "fold_1/result.json").exists(), "run finished before it was killed"
+  resumed = run_main([*args, f"--workdir={workdir}"])
+  output, _ = resumed.communicate(timeout=600)
+  assert resumed.returncode == 0, output
+  assert "resumed after epoch" in output
+  result = json.loads((workdir / "fold_1/result.json").read_text())
+  assert metrics_of(result["history"]) == metrics_of(unbroken.history)
+
+
+def test_several_devices_give_the_metrics_of_one(cache_dir, tmp_path):
+  script = (
+      "import json, sys, jax; sys.path[:0] = [{tests!r}, {repo!r}];"
+      "from helpers import tiny_config; from wavejax import train;"
+      "r = train.train_fold(tiny_config({cache!r}), 3);"
+      "print(json.dumps({{'devices': jax.device_count(), 'history': r.history}}))"
+  ).format(tests=str(REPO / "tests"), repo=str(REPO), cache=str(cache_dir))
+  outputs = {}
+  for count in (1, 4):
+    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={count}"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    outputs[count] = json.loads(done.stdout.strip().splitlines()[-1])
+  assert outputs[4]["devices"] == 4
+  one, four = outputs[1]["history"], outputs[4]["history"]
+  for a, b in zip(one, four):
+    assert a["val"] == b["val"] and a["test"] == b["test"]
+    assert a["train_running_acc"] == b["train_running_acc"]
+    np.testing.assert_allclose(a["train_loss"], b["train_loss"], rtol=1e-5)

@@ -1,0 +1,148 @@
+"""IEMOCAP (`IEMOCAP_full_release`) loader: label files -> `Manifest` (paper Sec. 4.1).
+
+Layout (REFERENCE.md 3.1): `Session{s}/dialog/EmoEvaluation/{dialog}.txt` holds one summary line
+per scored turn, `[start - end]<TAB>utt_id<TAB>code<TAB>[V, A, D]`; the audio of a turn is
+`Session{s}/sentences/wav/{dialog}/{utt_id}.wav`. The speaker's gender is the first letter of the
+utterance id's last token (`Ses01F_impro01_M013` is a male speaker); the letter after `SesNN` only
+says who wore the motion-capture markers.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import re
+
+import soundfile
+from absl import logging
+
+from wavejax import errors
+from wavejax.data.manifest import Manifest, Utterance
+
+SESSIONS = (1, 2, 3, 4, 5)
+# Tolerant of spaces instead of tabs, integer times and trailing whitespace / `\r`.
+SUMMARY_LINE = re.compile(
+    r"^\[(\d+(?:\.\d+)?)\s*-\s*(\d+(?:\.\d+)?)\]\s+"
+    r"(Ses0([1-5])[MF]_\S+_([MF])\d{3})\s+([A-Za-z]{3})\s+"
+    r"\[([-\d.]+),\s*([-\d.]+),\s*([-\d.]+)\]\s*$")
+EMOTION_CODES = {"neu": "neutral", "hap": "happy", "exc": "happy", "sad": "sad", "ang": "angry"}
+
+
+def find_root(root) -> pathlib.Path:
+  """Returns the folder holding `Session1..5`: `root` itself or its `IEMOCAP_full_release`."""
+  root = pathlib.Path(root).expanduser()
+  if not root.is_dir():
+    raise errors.DatasetError(
+        f"IEMOCAP root {root} is not a directory; set --config.data.root to the folder that "
+        "holds Session1 ... Session5 (IEMOCAP_full_release)")
+  if not _session_dirs(root) and _session_dirs(root / "IEMOCAP_full_release"):
+    root = root / "IEMOCAP_full_release"
+  if not _session_dirs(root):
+    raise errors.DatasetError(
+        f"{root} is not an IEMOCAP root: no Session1 ... Session5 folders with "
+        "dialog/EmoEvaluation inside; point --config.data.root at IEMOCAP_full_release")
+  return root
+
+
+def _session_dirs(root: pathlib.Path) -> dict[int, pathlib.Path]:
+  return {s: root / f"Session{s}" for s in SESSIONS
+          if (root / f"Session{s}" / "dialog" / "EmoEvaluation").is_dir()}
+
+
+def label_files(session_dir: pathlib.Path) -> list[pathlib.Path]:
+  """The per-dialog label files of a session, skipping sub-folders and `._*` AppleDouble files."""
+  folder = session_dir / "dialog" / "EmoEvaluation"
+  return sorted(p for p in folder.glob("*.txt")
+                if p.is_file() and p.name.startswith("Ses") and not p.name.startswith("."))
+
+
+def parse_label_file(path: pathlib.Path) -> list[tuple[str, str]]:
+  """Returns `(utt_id, emotion_code)` for every summary line of one EmoEvaluation file."""
+  try:
+    text = path.read_bytes().decode("utf-8", errors="replace")
+  except OSError as e:
+    raise errors.LabelFileError(f"{path}: cannot read label file ({e.strerror or e}); "
+                                "check its permissions or restore it from the corpus") from e
+  entries = []
+  for line in text.splitlines():
+    match = SUMMARY_LINE.match(line.strip())
+    if match:
+      entries.append((match.group(3), match.group(6).lower()))
+  if not entries and text.strip():
+    raise errors.LabelFileError(
+        f"{path}: no '[start - end] utt_id code [V, A, D]' summary line found; this is not an "
+        "IEMOCAP EmoEvaluation file (remove it or restore the original)")
+  return entries
+
+
+def scan(root, *, merge_excited: bool = True, missing_audio: str = "error") -> Manifest:
+  """Scans an IEMOCAP root into the 4-class (neutral, happy, sad, angry) manifest.
+
+  Args:
+    root: `IEMOCAP_full_release` (or the folder containing it).
+    merge_excited: map `exc` to happy, as the paper's code does (5531 utterances on the full
+      corpus); when False `exc` turns are dropped (4490 utterances).
+    missing_audio: "error" raises `MissingAudioError` for a labelled turn without its wav;
+      "skip" drops such turns and logs how many.
+
+  Returns:
+    The manifest, sorted by session then utterance id.
+  """
+  if missing_audio not in ("error", "skip"):
+    raise errors.ConfigError(
+        f"config.data.missing_audio={missing_audio!r}: choose 'error' or 'skip'")
+  root = find_root(root)
+  codes = dict(EMOTION_CODES)
+  if not merge_excited:
+    del codes["exc"]
+  utterances, missing, seen = [], [], {}
+  for session, session_dir in _session_dirs(root).items():
+    for path in label_files(session_dir):
+      for utt_id, code in parse_label_file(path):
+        if code not in codes:
+          continue
+        if utt_id in seen:
+          _check_duplicate(utt_id, code, path, seen[utt_id])
+          continue
+        seen[utt_id] = (code, path)
+        wav = session_dir / "sentences" / "wav" / utt_id.rsplit("_", 1)[0] / f"{utt_id}.wav"
+        if not wav.is_file():
+          missing.append(wav)
+          continue
+        utterances.append(_utterance(wav, utt_id, session, codes[code]))
+  _report_missing(missing, missing_audio)
+  if not utterances:
+    raise errors.DatasetError(f"{root}: no labelled neu/hap/exc/sad/ang utterance with audio found")
+  utterances.sort(key=lambda u: (u.session, u.utt_id))
+  return Manifest(tuple(utterances), dataset="iemocap", root=str(root))
+
+
+def _utterance(wav: pathlib.Path, utt_id: str, session: int, emotion: str) -> Utterance:
+  gender = utt_id.rsplit("_", 1)[1][0]
+  try:
+    duration = soundfile.info(str(wav)).duration
+  except (RuntimeError, soundfile.LibsndfileError) as e:
+    raise errors.AudioError(f"{wav}: cannot read the audio header ({e}); "
+                            "re-extract the file from the corpus") from e
+  return Utterance(path=str(wav.resolve()), utt_id=utt_id, session=session,
+                   speaker=f"{session:02d}{gender}", gender=gender, emotion=emotion,
+                   duration_s=float(duration))
+
+
+def _check_duplicate(utt_id, code, path, first):
+  first_code, first_path = first
+  if code != first_code:
+    raise errors.LabelFileError(
+        f"{path}: {utt_id} is labelled {code!r} here but {first_code!r} in {first_path}; "
+        "remove the stray copy of the label file")
+  logging.warning("%s: %s is listed again (first in %s); using it once", path, utt_id, first_path)
+
+
+def _report_missing(missing: list[pathlib.Path], policy: str) -> None:
+  if not missing:
+    return
+  if policy == "error":
+    raise errors.MissingAudioError(
+        f"{missing[0]}: labelled utterance has no wav file ({len(missing)} missing in all); "
+        "restore the sentences/wav folders or set --config.data.missing_audio=skip")
+  logging.warning("Skipped %d labelled utterances without a wav file (first: %s)",
+                  len(missing), missing[0])

@@ -1,0 +1,80 @@
+"""From a data config to numpy batches: dataset loading, epoch order, fixed-size padded batches."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Iterator
+
+import numpy as np
+
+from wavejax import errors
+from wavejax.data import DATASETS, cache, scan, synthetic
+from wavejax.data.manifest import Manifest
+
+# config.data fields forwarded to a loader's scan() when its signature accepts them.
+SCAN_OPTIONS = ("merge_excited", "missing_audio")
+
+
+def dataset_root(data_config):
+  """`config.data.root`, or the built-in corpus (generated on first use) when it is None."""
+  if data_config.root is not None:
+    return data_config.root
+  if data_config.dataset != "iemocap":
+    raise errors.ConfigError(
+        f"config.data.root is not set for dataset {data_config.dataset!r}; the built-in corpus "
+        "has the IEMOCAP layout, so set --config.data.root=<folder> or dataset=iemocap")
+  builtin = data_config.builtin
+  return synthetic.ensure_corpus(data_config.cache_dir, seed=builtin.seed,
+                                 utterances_per_speaker=builtin.utterances_per_speaker)
+
+
+def clip_seconds(data_config) -> float:
+  """`data.builtin.clip_seconds` on the built-in corpus, else `data.clip_seconds`."""
+  return data_config.builtin.clip_seconds if data_config.root is None else data_config.clip_seconds
+
+
+def load_dataset(data_config) -> tuple[Manifest, np.ndarray]:
+  """Scans the dataset and returns its manifest and `[N, clip samples]` float32 waveforms."""
+  if data_config.dataset not in DATASETS:
+    raise errors.ConfigError(f"config.data.dataset={data_config.dataset!r} is not a known "
+                             f"dataset; choose one of {sorted(DATASETS)}")
+  manifest = scan(data_config.dataset, dataset_root(data_config),
+                  **scan_options(data_config.dataset, data_config))
+  waveforms = cache.load_waveforms(
+      manifest, data_config.sample_rate, clip_seconds(data_config),
+      cache_dir=None if data_config.cache_dir is None else f"{data_config.cache_dir}/decoded")
+  return manifest, waveforms
+
+
+def scan_options(dataset: str, data_config) -> dict:
+  accepted = inspect.signature(importlib.import_module(DATASETS[dataset]).scan).parameters
+  return {name: data_config[name] for name in SCAN_OPTIONS
+          if name in accepted and name in data_config}
+
+
+def epoch_order(indices: np.ndarray, targets: np.ndarray, *, seed: int, fold: int, epoch: int,
+                balanced: bool = False) -> np.ndarray:
+  """The training order of one epoch, a function of (seed, fold, epoch) only.
+
+  balanced=True draws the same number of examples with replacement, each class equally likely.
+  """
+  rng = np.random.default_rng([seed, fold, epoch])
+  if not balanced:
+    return rng.permutation(indices)
+  classes, inverse, counts = np.unique(targets[indices], return_inverse=True, return_counts=True)
+  probabilities = 1.0 / (len(classes) * counts[inverse])
+  return rng.choice(indices, size=len(indices), replace=True, p=probabilities)
+
+
+def batches(waveforms: np.ndarray, targets: np.ndarray, order: np.ndarray,
+            batch_size: int) -> Iterator[dict]:
+  """Fixed-size batches in `order`; the last one is padded with weight-0 copies of example 0."""
+  for start in range(0, len(order), batch_size):
+    chosen = order[start:start + batch_size]
+    weights = np.ones(batch_size, np.float32)
+    if len(chosen) < batch_size:
+      weights[len(chosen):] = 0.0
+      chosen = np.concatenate([chosen, np.full(batch_size - len(chosen), order[0])])
+    yield {"waveforms": np.asarray(waveforms[chosen]),
+           "labels": targets[chosen].astype(np.int32), "weights": weights}

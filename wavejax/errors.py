@@ -1,0 +1,38 @@
+"""Errors raised on bad input.
+
+Every error a user can cause (a wrong path, a malformed label file, an unreadable wav, a bad config
+field) is a subclass of `WavejaxError` whose message is one line naming the file or field and what to
+do about it. The CLI prints that line and exits non-zero.
+"""
+
+
+class WavejaxError(Exception):
+  """Base class of every error caused by the user's input or configuration."""
+
+
+class ConfigError(WavejaxError):
+  """A config field has an invalid value."""
+
+
+class DatasetError(WavejaxError):
+  """A dataset root does not have the expected layout or content."""
+
+
+class LabelFileError(DatasetError):
+  """A label file cannot be read or parsed."""
+
+
+class MissingAudioError(DatasetError):
+  """A labelled utterance has no audio file on disk."""
+
+
+class AudioError(WavejaxError):
+  """An audio file cannot be decoded into a usable waveform."""
+
+
+class CheckpointError(WavejaxError):
+  """A checkpoint directory cannot be used to resume."""
+
+
+class TrainingError(WavejaxError):
+  """Training cannot continue (e.g. the loss became NaN or infinite)."""

@@ -1,0 +1,367 @@
+"""Per-window filter-bank energies: SimpleNet's convolution + mean-|x| pooling (Sec. 3).
+
+`filter_energy` correlates every frame with a bank of FIR kernels (VALID, no kernel flip, the
+Flax/`lax` convention), adds a bias, applies an optional ReLU and returns the mean absolute value of
+each filter's output over the window: one "energy" per filter per window.
+
+Methods (all numerically equal; `tests/test_windowed_conv.py` checks them against numpy):
+
+* `"conv"`: `lax.conv_general_dilated` + plain autodiff, the reference.
+* `"toeplitz"`: block-Toeplitz matmul. The L outputs of a window are cut into blocks of P; a
+  sub-frame of P + K - 1 samples at stride P times a banded `[P + K, P * F]` weight built from the
+  kernel (its last row holds the bias, matched by a column of ones in the sub-frames) gives a whole
+  block of outputs in one matmul, which XLA:CPU fuses with the activation, |.| and the window sum.
+  A `jax.custom_vjp` saves only the sign of every output (int8) and returns the weight gradient as
+  ONE matmul `sub_frames^T @ dY` (the kernel gradient is that folded onto the K taps, by autodiff of
+  the band construction; the bias gradient comes out of the ones column); the sub-frame gradient
+  `dY @ W^T` (saliency) is computed only when the frames are differentiated. Windows are processed
+  in chunks (a `lax.scan`) so that each chunk's `[chunk, L, F]` output stays in cache.
+* `"auto"`: see `resolve_method`.
+
+Measured on the project's 2-core Sapphire Rapids machine (XLA:CPU, JAX 0.10.2; jitted f32 matmul
+4096^2 ~300 GFLOP/s; `experiments/benchmark.py`, batch 32 x 150 windows, L=640, K=256, F=64),
+utterances/s, forward / forward + kernel gradient:
+
+  conv      40 / 13       (XLA convolution)
+  toeplitz  70 / 31       (P=32: 12.5 % extra FLOPs; ~250 GFLOP/s of matmul work)
+
+The notes' 17.9 utt/s forward + gradient came from materialising the `[N, L, F]` output and its
+cotangent in f32 for the whole batch and recomputing it; here the forward keeps an int8 sign and the
+backward builds `dY` chunk by chunk right before its matmul.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from wavejax import errors
+
+METHODS = ("auto", "conv", "toeplitz")
+ACTIVATIONS = ("none", "relu")
+
+# Target number of windows per scan step of the "toeplitz" method: keeps one step's
+# `[chunk, L, F]` f32 output (~16 MB at L=640, F=64) in cache while keeping the matmuls large.
+_CHUNK_OUTPUTS = 100 * 640 * 64
+
+
+def filter_energy(frames: jax.Array, kernel: jax.Array, bias: jax.Array, *,
+                  activation: str = "none", method: str = "auto",
+                  block_size: int | None = None, chunk_size: int | None = None) -> jax.Array:
+  """Mean |act(correlate(frame, kernel) + bias)| over each window: `[N, L+K-1] -> [N, F]`.
+
+  out[n, f] = mean_{t < L} | act( sum_k frames[n, t + k] * kernel[k, f] + bias[f] ) |
+
+  Args:
+    frames: `[N, L + K - 1]` windows with the context a VALID correlation needs.
+    kernel: `[K, F]` FIR kernels (taps x filters).
+    bias: `[F]`.
+    activation: "none" (identity) or "relu".
+    method: "auto", "conv" or "toeplitz" (see the module docstring and `resolve_method`).
+    block_size: "toeplitz" only: outputs per block P (default: `default_block_size`).
+    chunk_size: "toeplitz" only: windows per scan step (default: ~100 at L=640, F=64).
+
+  Returns:
+    `[N, F]` float32 energies. float32 and bfloat16 inputs are accepted; when frames and kernel
+    are both bfloat16 the products run in bfloat16 with float32 accumulation.
+
+  Raises:
+    errors.ConfigError: on a bad shape, dtype, activation or method.
+  """
+  length = _check_args(frames, kernel, bias, activation, method, block_size, chunk_size)
+  method = resolve_method(method, length, kernel.shape[0], kernel.shape[1])
+  if method == "conv":
+    return _conv_energy(frames, kernel, bias, activation)
+  return _toeplitz_energy(frames, kernel, bias, activation, block_size, chunk_size)
+
+
+def resolve_method(method: str, length: int, taps: int, filters: int) -> str:
+  """The method "auto" stands for, given the backend and the shape; other names pass through.
+
+  On CPU "toeplitz" wins at every shape measured (L=640: K=256, F=64 -> 1.75x forward, 2.4x
+  forward + gradient; K=64 and K=1024 as well) except tiny kernels (K < 16, where the banded
+  matmul does little work per output and XLA's convolution is faster). On GPU/TPU nothing was
+  measured on this project's machines: "auto" keeps the vendor convolution ("conv").
+  """
+  if method != "auto":
+    return method
+  del length, filters
+  if jax.default_backend() == "cpu" and taps >= 16:
+    return "toeplitz"
+  return "conv"
+
+
+def default_block_size(length: int, taps: int, filters: int) -> int:
+  """Outputs per Toeplitz block P: ~2048 matmul columns (P*F) and little extra work ((P+K)/K).
+
+  P = 32 at the paper's shape (K=256, F=64): the banded matmul does (P + K)/K = 1.125x the direct
+  convolution's FLOPs. P in 16..64 measured within 10 % of each other; P=128 loses ~25 %.
+  """
+  block = max(8, min(2048 // max(filters, 1), max(taps // 8, 8)))
+  return int(min(block, length))
+
+
+def _check_args(frames, kernel, bias, activation, method, block_size, chunk_size) -> int:
+  """Validates shapes and options; returns the number of outputs per window L."""
+  if method not in METHODS:
+    raise errors.ConfigError(f"filter_energy method={method!r}: choose one of {METHODS}")
+  if activation not in ACTIVATIONS:
+    raise errors.ConfigError(
+        f"filter_energy activation={activation!r}: choose one of {ACTIVATIONS}")
+  if frames.ndim != 2 or kernel.ndim != 2 or bias.ndim != 1:
+    raise errors.ConfigError(
+        f"filter_energy needs frames [N, L+K-1], kernel [K, F], bias [F]; got "
+        f"{tuple(frames.shape)}, {tuple(kernel.shape)}, {tuple(bias.shape)}")
+  taps, filters = kernel.shape
+  if bias.shape[0] != filters:
+    raise errors.ConfigError(
+        f"filter_energy bias has {bias.shape[0]} entries but kernel has {filters} filters")
+  length = frames.shape[1] - taps + 1
+  if taps < 1 or filters < 1 or length < 1:
+    raise errors.ConfigError(
+        f"filter_energy frames of {frames.shape[1]} samples are too short for kernels of {taps} "
+        "taps: frames must hold L + K - 1 samples with L >= 1")
+  for name, x in (("frames", frames), ("kernel", kernel), ("bias", bias)):
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+      raise errors.ConfigError(f"filter_energy {name} must be floating point, got {x.dtype}")
+  for name, value in (("block_size", block_size), ("chunk_size", chunk_size)):
+    if value is not None and (not isinstance(value, int) or value < 1):
+      raise errors.ConfigError(f"filter_energy {name}={value!r}: must be a positive int")
+  return length
+
+
+def _compute_dtype(frames, kernel):
+  """bfloat16 products when frames and kernel are both bfloat16, else float32."""
+  if frames.dtype == jnp.bfloat16 and kernel.dtype == jnp.bfloat16:
+    return jnp.bfloat16
+  return jnp.float32
+
+
+def _pool(y, activation):
+  """|act(y)|, elementwise."""
+  return jnp.maximum(y, 0.0) if activation == "relu" else jnp.abs(y)
+
+
+def _conv_energy(frames, kernel, bias, activation):
+  """Reference: `lax.conv_general_dilated` VALID correlation, plain autodiff."""
+  dtype = _compute_dtype(frames, kernel)
+  y = lax.conv_general_dilated(
+      frames.astype(dtype)[:, None, :], kernel.astype(dtype).T[:, None, :],
+      window_strides=(1,), padding="VALID", dimension_numbers=("NCH", "OIH", "NCH"),
+      preferred_element_type=jnp.float32)
+  y = y + bias.astype(jnp.float32)[None, :, None]
+  return jnp.mean(_pool(y, activation), axis=-1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Block-Toeplitz method.
+
+
+def _toeplitz_energy(frames, kernel, bias, activation, block_size, chunk_size):
+  """Chunks the frames, builds the banded weight and runs the custom-VJP core."""
+  taps, filters = kernel.shape
+  num, frame_len = frames.shape
+  length = frame_len - taps + 1
+  block = min(block_size or default_block_size(length, taps, filters), length)
+  num_blocks = -(-length // block)
+  dtype = _compute_dtype(frames, kernel)
+  weight = _band(kernel.astype(dtype), bias.astype(dtype), block)
+  chunk = chunk_size or max(1, _CHUNK_OUTPUTS // (num_blocks * block * filters))
+  num_chunks = -(-num // min(chunk, num))
+  chunk = -(-num // num_chunks)
+  frames = jnp.pad(frames.astype(dtype), ((0, num_chunks * chunk - num), (0, 0)))
+  # Chunk i holds windows i, i + num_chunks, ...: the leading (batch, possibly sharded) axis
+  # stays the within-chunk axis, so a scan step splits across devices like the batch does.
+  frames = frames.reshape(chunk, num_chunks, frame_len).swapaxes(0, 1)
+  config = _Config(block=block, num_blocks=num_blocks, length=length, taps=taps,
+                   filters=filters, activation=activation)
+  energy = _banded_energy(config, frames, weight)  # [num_chunks, chunk, F]
+  return energy.swapaxes(0, 1).reshape(num_chunks * chunk, filters)[:num]
+
+
+def _subframes(frames, block, num_blocks, span):
+  """`[N, T]` -> `[N, num_blocks, span + 1]`: samples `b*block ... b*block+span-1`, then a 1.
+
+  Built from strided slices of a `[N, rows, block]` view (cheap copies whose transpose is a
+  shifted add); the trailing column of ones carries the bias through the matmul.
+  """
+  num = frames.shape[0]
+  hops = -(-span // block)
+  rows = num_blocks + hops - 1
+  x = jnp.pad(frames, ((0, 0), (0, rows * block - frames.shape[1])))
+  x = x.reshape(num, rows, block)
+  parts = [x[:, i:i + num_blocks] for i in range(hops)]
+  sub = jnp.concatenate(parts, axis=-1)[..., :span]
+  ones = jnp.ones((num, num_blocks, 1), frames.dtype)
+  return jnp.concatenate([sub, ones], axis=-1)
+
+
+def _band(kernel, bias, block):
+  """`[K, F]`, `[F]` -> `[P + K, P * F]` with W[j, p*F + f] = kernel[j - p, f], last row bias.
+
+  The shifted copies come from reshaping P tiled copies of the zero-padded kernel (row p of a
+  `[P, K + P - 1]` view of a sequence of period K + P is that sequence shifted by p), so autodiff
+  folds the weight gradient back onto the K taps with a reshape and a sum, not a scatter.
+  """
+  taps, filters = kernel.shape
+  span = block + taps - 1
+  period = jnp.concatenate([kernel, jnp.zeros((block, filters), kernel.dtype)], axis=0)
+  tiled = jnp.tile(period, (block, 1))[:block * span]
+  shifted = tiled.reshape(block, span, filters).transpose(1, 0, 2)  # [span, P, F]
+  bias_row = jnp.broadcast_to(bias, (1, block, filters))
+  return jnp.concatenate([shifted, bias_row], axis=0).reshape(span + 1, block * filters)
+
+
+class _Config(tuple):
+  """Static (hashable) settings of the banded core."""
+  __slots__ = ()
+
+  def __new__(cls, *, block, num_blocks, length, taps, filters, activation):
+    return super().__new__(cls, (block, num_blocks, length, taps, filters, activation))
+
+  block = property(lambda self: self[0])
+  num_blocks = property(lambda self: self[1])
+  length = property(lambda self: self[2])
+  taps = property(lambda self: self[3])
+  filters = property(lambda self: self[4])
+  activation = property(lambda self: self[5])
+  span = property(lambda self: self.block + self.taps - 1)
+
+
+def _valid_mask(config):
+  """`[num_blocks, P*F]` bool marking real outputs (t < L), or None when all are real."""
+  block, num_blocks, length = config.block, config.num_blocks, config.length
+  if num_blocks * block == length:
+    return None
+  t = np.arange(num_blocks)[:, None] * block + np.arange(block)[None, :]
+  return np.repeat(t < length, config.filters, axis=1)
+
+
+def _matmul(a, b):
+  return jnp.matmul(a, b, preferred_element_type=jnp.float32)
+
+
+def _chunk_subframes(config, frames):
+  """`[chunk, T]` frames -> `[chunk * num_blocks, P + K]` matmul rows."""
+  sub = _subframes(frames, config.block, config.num_blocks, config.span)
+  return sub.reshape(-1, config.span + 1)
+
+
+def _chunk_subframes_t(config, frames):
+  """`_chunk_subframes(config, frames).T`, built directly in that layout: `[P + K, chunk * B]`.
+
+  XLA:CPU's fast (YNNPACK) matmul wants the contracted axis of the left operand last, so the
+  weight gradient `rows^T @ dY` reads this instead of transposing the rows.
+  """
+  block, num_blocks, span = config.block, config.num_blocks, config.span
+  chunk = frames.shape[0]
+  hops = -(-span // block)
+  rows = num_blocks + hops - 1
+  x = jnp.pad(frames, ((0, 0), (0, rows * block - frames.shape[1])))
+  x = x.reshape(chunk, rows, block).transpose(2, 0, 1)  # [P, chunk, rows]
+  parts = [x[:, :, i:i + num_blocks] for i in range(hops)]
+  sub = jnp.concatenate(parts, axis=0)[:span].reshape(span, chunk * num_blocks)
+  ones = jnp.ones((1, chunk * num_blocks), frames.dtype)
+  return jnp.concatenate([sub, ones], axis=0)
+
+
+def _chunk_outputs(config, frames, weight):
+  """One chunk's outputs `[chunk, num_blocks, P*F]` (float32), bias included."""
+  y = _matmul(_chunk_subframes(config, frames), weight)
+  return y.reshape(frames.shape[0], config.num_blocks, -1)
+
+
+def _subframes_transpose(config, grad_rows, chunk):
+  """Adjoint of `_chunk_subframes`: overlap-adds row gradients back onto `[chunk, T]` frames."""
+  frame_len = config.length + config.taps - 1
+  zeros = jnp.zeros((chunk, frame_len), grad_rows.dtype)
+  _, transpose = jax.vjp(lambda f: _chunk_subframes(config, f), zeros)
+  return transpose(grad_rows)[0]
+
+
+def _energy_from_outputs(config, y):
+  """`[chunk, num_blocks, P*F]` outputs -> `[chunk, F]` mean |act(y)|."""
+  pooled = _pool(y, config.activation)
+  mask = _valid_mask(config)
+  if mask is not None:
+    pooled = jnp.where(mask, pooled, 0.0)
+  pooled = pooled.sum(axis=1).reshape(y.shape[0], config.block, config.filters)
+  return pooled.sum(axis=1) / config.length
+
+
+def _signs(config, y):
+  """d|act(y)|/dy as int8: sign(y) ("none") or 1[y > 0] ("relu"); 0 at padded outputs."""
+  if config.activation == "relu":
+    s = (y > 0).astype(jnp.int8)
+  else:
+    s = jnp.sign(y).astype(jnp.int8)
+  mask = _valid_mask(config)
+  return s if mask is None else jnp.where(mask, s, jnp.int8(0))
+
+
+def _forward_scan(config, frames, weight, keep_signs):
+  def step(_, frames_chunk):
+    y = _chunk_outputs(config, frames_chunk, weight)
+    signs = _signs(config, y) if keep_signs else None
+    return None, (_energy_from_outputs(config, y), signs)
+  _, (energy, signs) = lax.scan(step, None, frames)
+  return energy, signs
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _banded_energy(config, frames, weight):
+  """`[C, chunk, L+K-1]` frames, `[P+K, P*F]` weight -> `[C, chunk, F]` energies."""
+  return _forward_scan(config, frames, weight, keep_signs=False)[0]
+
+
+def _flag(value):
+  """A static bool that survives as a custom_vjp residual (pytree structure, no leaves)."""
+  return () if value else None
+
+
+def _banded_energy_fwd(config, frames, weight):
+  energy, signs = _forward_scan(config, frames.value, weight.value, keep_signs=True)
+  # dW needs the frames, d(frames) needs the weight: keep each only when wanted.
+  kept_frames = frames.value if weight.perturbed else None
+  kept_weight = weight.value if frames.perturbed else None
+  return energy, (kept_frames, signs, kept_weight,
+                  _flag(frames.perturbed), _flag(weight.perturbed))
+
+
+def _banded_energy_bwd(config, residuals, grad):
+  frames, signs, weight, want_frames, want_weight = residuals
+  want_frames, want_weight = want_frames is not None, want_weight is not None
+  if isinstance(grad, jax.custom_derivatives.SymbolicZero):
+    return None, None
+  chunk = grad.shape[1]
+  dtype = (frames if want_weight else weight).dtype
+  width = (config.span + 1, config.block * config.filters)
+  scale = (grad / config.length).astype(jnp.float32)  # [C, chunk, F]
+
+  def step(grad_weight, xs):
+    frames_chunk, sign_chunk, scale_chunk = xs
+    dy = sign_chunk.reshape(chunk, config.num_blocks, config.block, config.filters)
+    dy = (dy * scale_chunk[:, None, None, :]).astype(dtype)
+    dy = dy.reshape(chunk * config.num_blocks, config.block * config.filters)
+    if want_weight:
+      rows_t = _chunk_subframes_t(config, frames_chunk)
+      grad_weight = grad_weight + _matmul(rows_t, dy)
+    grad_frames = None
+    if want_frames:
+      grad_rows = _matmul(dy, weight.T).astype(dtype)
+      grad_frames = _subframes_transpose(config, grad_rows, chunk)
+    return grad_weight, grad_frames
+
+  init = jnp.zeros(width, jnp.float32) if want_weight else None
+  grad_weight, grad_frames = lax.scan(step, init, (frames, signs, scale))
+  if want_weight:
+    grad_weight = grad_weight.astype(dtype)
+  return (grad_frames if want_frames else None), (grad_weight if want_weight else None)
+
+
+_banded_energy.defvjp(_banded_energy_fwd, _banded_energy_bwd, symbolic_zeros=True)

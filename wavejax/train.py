@@ -1,0 +1,340 @@
+"""Training and evaluation of one cross-validation fold (paper Sec. 4.1).
+
+`train_step` and `eval_step` are pure functions of their inputs, jitted with explicit shardings over
+a 1-D data mesh of all local devices (see `wavejax.parallel`). Every epoch evaluates validation and
+test; the reported epoch is chosen on validation. A fold with a workdir keeps Orbax checkpoints of
+the latest state and the best parameters, and resumes from the latest: the data order of epoch e
+and the dropout key of step s are functions of (seed, fold, e) and (seed, s), so a resumed run gives
+the same numbers as an unbroken one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from flax.training import train_state
+
+from wavejax import checkpoint, errors, parallel, results
+from wavejax.data import folds, pipeline
+from wavejax.models import create_model
+
+
+class TrainState(train_state.TrainState):
+  """Flax TrainState plus BatchNorm statistics and the raw key data of the dropout keys."""
+  batch_stats: Any
+  key: jax.Array
+
+  def variables(self, params=None) -> dict:
+    variables = {"params": self.params if params is None else params}
+    if self.batch_stats:
+      variables["batch_stats"] = self.batch_stats
+    return variables
+
+
+def cross_entropy(logits, labels, weights):
+  """Weighted mean softmax cross-entropy; padded examples have weight 0."""
+  losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+  return jnp.sum(losses * weights) / jnp.maximum(jnp.sum(weights), 1.0)
+
+
+def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+  """One Adam step on a batch `{waveforms [B, T], labels [B], weights [B]}`."""
+  dropout_key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
+
+  def loss_fn(params):
+    logits, updates = state.apply_fn(state.variables(params), batch["waveforms"], train=True,
+                                     rngs={"dropout": dropout_key}, mutable=["batch_stats"])
+    return cross_entropy(logits, batch["labels"], batch["weights"]), (logits, updates)
+
+  (loss, (logits, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  state = state.apply_gradients(grads=grads,
+                                batch_stats=updates.get("batch_stats", state.batch_stats))
+  weights = batch["weights"]
+  correct = (jnp.argmax(logits, -1) == batch["labels"]) * weights
+  metrics = {"loss_sum": loss * jnp.sum(weights), "correct": jnp.sum(correct),
+             "count": jnp.sum(weights)}
+  return state, metrics
+
+
+def eval_step(state: TrainState, batch: dict) -> jax.Array:
+  """Predicted class of every example of `batch`."""
+  logits = state.apply_fn(state.variables(), batch["waveforms"], train=False)
+  return jnp.argmax(logits, -1)
+
+
+def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int):
+  """Adam (Sec. 4.1) with a constant rate, or the paper code's decay to 0.1x over the run."""
+  if config.lr_schedule == "constant":
+    learning_rate = config.learning_rate
+  elif config.lr_schedule == "exponential":
+    learning_rate = optax.exponential_decay(
+        config.learning_rate, transition_steps=max(1, steps_per_epoch * config.num_epochs),
+        decay_rate=0.1)
+  else:
+    raise errors.ConfigError(
+        f"config.train.lr_schedule={config.lr_schedule!r}: choose 'constant' or 'exponential'")
+  return optax.adam(learning_rate)
+
+
+def create_train_state(model, config, num_samples: int, steps_per_epoch: int,
+                       fold: int) -> TrainState:
+  init_key, dropout_key = jax.random.split(jax.random.fold_in(jax.random.key(config.seed), fold))
+  variables = jax.jit(model.init)(init_key, jnp.zeros((1, num_samples), jnp.float32))
+  return TrainState.create(apply_fn=model.apply, params=variables["params"],
+                           batch_stats=variables.get("batch_stats", {}),
+                           tx=make_optimizer(config.train, steps_per_epoch),
+                           key=jax.random.key_data(dropout_key))
+
+
+@dataclasses.dataclass
+class FoldData:
+  """The dataset of one fold: all waveforms plus the split and integer targets."""
+  manifest: Any
+  waveforms: np.ndarray
+  targets: np.ndarray
+  split: folds.Fold
+  classes: tuple
+
+
+def load_fold_data(config, fold: int) -> FoldData:
+  manifest, waveforms = pipeline.load_dataset(config.data)
+  classes = folds.task_classes(config.task)
+  targets = folds.labels(manifest, config.task)
+  split = folds.leave_one_session_out(
+      manifest, fold, targets, val_size=config.data.val_size, val_from=config.data.val_from,
+      seed=config.seed)
+  return FoldData(manifest, waveforms, targets, split, classes)
+
+
+def train_fold(config: ml_collections.ConfigDict, fold: int | None = None,
+               workdir=None) -> results.FoldResult:
+  """Trains and evaluates one leave-one-session-out fold; returns its `FoldResult`.
+
+  Args:
+    config: a config from `configs/<model>.py`.
+    fold: 1-based fold (test session); defaults to `config.fold`.
+    workdir: where checkpoints and `fold_<k>/result.json` go. A fold whose result exists is not
+      trained again; a fold with a checkpoint resumes from it. None: nothing is written.
+  """
+  fold = config.fold if fold is None else fold
+  if fold is None:
+    raise errors.ConfigError("no fold given: set config.fold (e.g. 'configs/x.py:emotion,fold=1') "
+                             "or call cross_validate")
+  fold_dir = pathlib.Path(workdir) / f"fold_{fold}" if workdir else None
+  if fold_dir is not None:
+    check_config(config, fold_dir)
+    if (fold_dir / "result.json").exists():
+      logging.info("fold %d: already complete, reading %s", fold, fold_dir / "result.json")
+      return results.load_fold(fold_dir / "result.json")
+  data = load_fold_data(config, fold)
+  result = FoldTrainer(config, data, fold_dir).run()
+  if fold_dir is not None:
+    results.save_fold(result, fold_dir / "result.json")
+  return result
+
+
+def config_json(config) -> dict:
+  """The config as plain JSON, without the fold (one workdir holds every fold)."""
+  data = json.loads(config.to_json_best_effort(sort_keys=True))
+  data.pop("fold", None)
+  return data
+
+
+def check_config(config, fold_dir: pathlib.Path) -> None:
+  """Records the config beside the fold; refuses to mix runs of different configs in one workdir."""
+  path = fold_dir / "config.json"
+  current = config_json(config)
+  if path.exists():
+    stored = json.loads(path.read_text())
+    if stored != current:
+      changed = sorted(_differences(stored, current))
+      raise errors.ConfigError(
+          f"{fold_dir} was written by a different config (changed: {', '.join(changed[:5])}); "
+          "use a new --workdir or the original config")
+  else:
+    results.write_json(path, current)
+
+
+def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
+  keys = set(a) | set(b)
+  out = []
+  for key in keys:
+    if isinstance(a.get(key), dict) and isinstance(b.get(key), dict):
+      out += _differences(a[key], b[key], f"{prefix}{key}.")
+    elif a.get(key) != b.get(key):
+      out.append(f"{prefix}{key}")
+  return out
+
+
+class FoldTrainer:
+  """The epoch loop of one fold: train, evaluate val and test, checkpoint, select."""
+
+  def __init__(self, config, data: FoldData, fold_dir: pathlib.Path | None):
+    self.config, self.data, self.fold_dir = config, data, fold_dir
+    self.fold = data.split.number
+    self.mesh = parallel.data_mesh()
+    train_cfg = config.train
+    self.batch_size = parallel.check_batch_size(train_cfg.batch_size, self.mesh,
+                                                "config.train.batch_size")
+    self.eval_batch_size = parallel.check_batch_size(train_cfg.eval_batch_size, self.mesh,
+                                                     "config.train.eval_batch_size")
+    self.steps_per_epoch = -(-len(data.split.train) // self.batch_size)
+    model = create_model(config.model, num_classes=len(data.classes))
+    state = create_train_state(model, config, data.waveforms.shape[1], self.steps_per_epoch,
+                               self.fold)
+    self.state = jax.device_put(state, parallel.replicated(self.mesh))
+    replicated, sharded = parallel.replicated(self.mesh), parallel.batch_sharded(self.mesh)
+    self.train_step = jax.jit(train_step, in_shardings=(replicated, sharded),
+                              out_shardings=(replicated, replicated), donate_argnums=0)
+    self.eval_step = jax.jit(eval_step, in_shardings=(replicated, sharded),
+                             out_shardings=replicated)
+    self.checkpointer = (checkpoint.Checkpointer(fold_dir / "checkpoints")
+                         if fold_dir is not None and train_cfg.checkpoint else None)
+    self.history: list[dict] = []
+    self.best = None  # {"params", "batch_stats"} of the best epoch on validation
+
+  def run(self) -> results.FoldResult:
+    try:
+      start_epoch = self.restore()
+      epoch_times = []
+      for epoch in range(start_epoch + 1, self.config.train.num_epochs + 1):
+        began = time.perf_counter()
+        record = self.train_epoch(epoch)
+        record.update(self.evaluate_epoch())
+        epoch_times.append(time.perf_counter() - began)
+        self.history.append(record)
+        self.after_epoch(epoch, record)
+        self.log_epoch(epoch, record, epoch_times)
+      return self.fold_result()
+    finally:
+      if self.checkpointer is not None:
+        self.checkpointer.close()
+
+  def restore(self) -> int:
+    """Loads the latest checkpoint if there is one; returns the last finished epoch."""
+    if self.checkpointer is None:
+      return 0
+    restored = self.checkpointer.restore_latest(self.state)
+    if restored is None:
+      return 0
+    self.state, meta = restored
+    self.history = meta["history"]
+    best = self.checkpointer.restore_best(self.weights())
+    self.best = None if best is None else best[0]
+    logging.info("fold %d: resumed after epoch %d from %s", self.fold, meta["epoch"],
+                 self.fold_dir / "checkpoints")
+    return int(meta["epoch"])
+
+  def train_epoch(self, epoch: int) -> dict:
+    split, train_cfg = self.data.split, self.config.train
+    order = pipeline.epoch_order(split.train, self.data.targets, seed=self.config.seed,
+                                 fold=self.fold, epoch=epoch,
+                                 balanced=train_cfg.balanced_sampling)
+    sums = None
+    began = time.perf_counter()
+    for batch in pipeline.batches(self.data.waveforms, self.data.targets, order,
+                                  self.batch_size):
+      batch = parallel.put_batch(batch, self.mesh)
+      self.state, metrics = self.train_step(self.state, batch)
+      sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
+    sums = jax.device_get(sums)
+    seconds = time.perf_counter() - began
+    loss = float(sums["loss_sum"] / sums["count"])
+    if not np.isfinite(loss):
+      raise errors.TrainingError(
+          f"fold {self.fold} epoch {epoch}: the training loss is {loss}; lower "
+          "config.train.learning_rate (the last good checkpoint is kept)")
+    return {"epoch": epoch, "train_loss": loss,
+            "train_running_acc": float(sums["correct"] / sums["count"]),
+            "train_seconds": seconds, "utterances_per_s": float(sums["count"]) / seconds}
+
+  def weights(self) -> dict:
+    return {"params": self.state.params, "batch_stats": self.state.batch_stats}
+
+  def predict(self, indices: np.ndarray, weights=None) -> np.ndarray:
+    state = self.state if weights is None else self.state.replace(**weights)
+    predictions = [np.asarray(self.eval_step(state, parallel.put_batch(batch, self.mesh)))
+                   for batch in pipeline.batches(self.data.waveforms, self.data.targets, indices,
+                                                 self.eval_batch_size)]
+    return np.concatenate(predictions)[:len(indices)]
+
+  def metrics(self, indices: np.ndarray, weights=None) -> dict:
+    return results.classification_metrics(self.data.targets[indices],
+                                          self.predict(indices, weights), len(self.data.classes))
+
+  def evaluate_epoch(self) -> dict:
+    return {"val": self.metrics(self.data.split.val), "test": self.metrics(self.data.split.test)}
+
+  def after_epoch(self, epoch: int, record: dict) -> None:
+    metric = self.config.train.select_metric
+    if metric not in ("wa", "ua"):
+      raise errors.ConfigError(f"config.train.select_metric={metric!r}: choose 'wa' or 'ua'")
+    best_so_far = max((r["val"][metric] for r in self.history[:-1]), default=-1.0)
+    improved = record["val"][metric] > best_so_far
+    if improved:  # a copy: the next train_step donates (and frees) the state's buffers
+      self.best = jax.tree.map(jnp.copy, self.weights())
+    if self.checkpointer is not None:
+      meta = {"epoch": epoch, "history": self.history}
+      if improved:
+        self.checkpointer.save_best(epoch, self.weights(), meta)
+      self.checkpointer.save_latest(epoch, self.state, meta)
+
+  def log_epoch(self, epoch: int, record: dict, epoch_times: list[float]) -> None:
+    remaining = (self.config.train.num_epochs - epoch) * float(np.mean(epoch_times))
+    logging.info(
+        "fold %d epoch %d/%d: loss %.4f acc %.3f | val WA %.3f UA %.3f | test WA %.3f UA %.3f "
+        "| %.1f utt/s | ETA %s", self.fold, epoch, self.config.train.num_epochs,
+        record["train_loss"], record["train_running_acc"], record["val"]["wa"],
+        record["val"]["ua"], record["test"]["wa"], record["test"]["ua"],
+        record["utterances_per_s"], format_seconds(remaining))
+
+  def fold_result(self) -> results.FoldResult:
+    if not self.history:
+      raise errors.ConfigError("config.train.num_epochs must be at least 1")
+    metric = self.config.train.select_metric
+    selected = max(self.history, key=lambda r: r["val"][metric])
+    best_test = max(self.history, key=lambda r: r["test"]["wa"])
+    train_metrics = self.metrics(self.data.split.train, self.best)
+    split = self.data.split
+    return results.FoldResult(
+        model=self.config.model.name, task=self.config.task,
+        dataset=self.data.manifest.dataset, fold=self.fold, test_session=split.test_session,
+        classes=list(self.data.classes), num_train=len(split.train), num_val=len(split.val),
+        num_test=len(split.test), selected_epoch=selected["epoch"], val=selected["val"],
+        test=selected["test"], train_accuracy=train_metrics["wa"],
+        best_test_epoch=best_test["epoch"], best_test_wa=best_test["test"]["wa"],
+        best_test_ua=best_test["test"]["ua"],
+        train_utterances_per_s=float(np.median([r["utterances_per_s"] for r in self.history])),
+        history=self.history)
+
+
+def format_seconds(seconds: float) -> str:
+  seconds = int(round(seconds))
+  return f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def cross_validate(config: ml_collections.ConfigDict, workdir=None,
+                   fold_numbers=None) -> tuple[list[results.FoldResult], dict]:
+  """Runs `train_fold` on every fold (or `fold_numbers`); writes the summary into `workdir`.
+
+  Returns the fold results and the summary dict (see `results.summarize`).
+  """
+  if fold_numbers is None:
+    fold_numbers = ([config.fold] if config.fold is not None
+                    else range(1, folds.num_folds(pipeline.load_dataset(config.data)[0]) + 1))
+  fold_results = [train_fold(config, fold, workdir) for fold in fold_numbers]
+  summary = results.summarize(fold_results)
+  if workdir is not None:
+    results.write_json(pathlib.Path(workdir) / "summary.json", summary)
+    results.write_text(pathlib.Path(workdir) / "summary.md", results.markdown_table(summary))
+  return fold_results, summary
