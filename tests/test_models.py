@@ -89,12 +89,16 @@ def test_simplenet_cnn_shapes_params_and_gradient():
   assert logits.shape == (2, 4)
   counts = {name: sum(int(np.prod(v.shape)) for v in jax.tree.leaves(tree))
             for name, tree in variables["params"].items()}
-  # front-end 256*64 + 64; four 2x2 convs (1->32, then 32->32); dense 10*4*32 -> 64 -> 4
+  # front-end 256*64 + 64; four 2x2 convs (1->32, then 32->32); dense 10*4*32 -> 64 -> 4;
+  # batch norm (scale, bias) over the 64 filters, then before each later conv over 32 channels.
   conv = (2 * 2 * 1 * 32 + 32) + 3 * (2 * 2 * 32 * 32 + 32)
   dense = (10 * 4 * 32 * 64 + 64) + (64 * 4 + 4)
+  norm = 2 * 64 + 3 * 2 * 32
   assert counts["frontend"] == 256 * 64 + 64
-  assert counts["head"] == conv + dense
-  grads = jax.grad(lambda p: model.apply({"params": p}, x).sum())(variables["params"])
+  assert counts["head"] == conv + dense + norm
+  stats = variables["batch_stats"]
+  grads = jax.grad(lambda p: model.apply({"params": p, "batch_stats": stats}, x).sum())(
+      variables["params"])
   assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
   assert float(jnp.abs(grads["frontend"]["kernel"]).max()) > 0
 

@@ -37,7 +37,15 @@ def run(config, workdir, fold_numbers) -> dict:
   return summary
 
 
+def quiet_library_logs() -> None:
+  """Keeps Orbax's per-save INFO records out of the progress output (warnings still show)."""
+  def keep(record) -> bool:
+    return record.levelno >= logging.WARNING or "orbax" not in record.pathname
+  logging.get_absl_handler().addFilter(keep)
+
+
 def main(argv) -> int:
+  quiet_library_logs()
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   config = _CONFIG.value
