@@ -11,12 +11,5 @@ def get_config(arg: str = ""):
   config = wavejax_config.base_config()
   config.model.name = "simplenet_cnn"
   config.model.frontend = wavejax_config.simplenet_frontend_config()
-  head = config.model.head
-  head.features = 32            # four identical 2-D conv layers of 32 filters
-  head.num_layers = 4
-  head.kernel = (2, 2)          # paper text; the paper's code used (3, 3)
-  head.pool = (2, 2)
-  head.hidden = (64,)           # paper text; the paper's code used (128, 64)
-  head.dropout = 0.0            # paper's code: 0.5
-  head.norm = "batch"           # BN before each conv (paper code's placement); "none": raw energies
+  config.model.head = wavejax_config.cnn_head_config()
   return wavejax_config.apply_arg(config, arg)

@@ -151,3 +151,42 @@ def test_several_devices_give_the_metrics_of_one(cache_dir, tmp_path):
   np.testing.assert_allclose(one["loss"], four["loss"], rtol=1e-5)
   np.testing.assert_allclose(one["kernel"], four["kernel"], rtol=1e-5, atol=1e-7)
   assert one["epochs"] == four["epochs"] == 2
+
+
+def test_frontend_learning_rate_multiplier(cache_dir):
+  """With multiplier 0 the front-end kernel stays at its FIR initialisation; the head moves."""
+  config = tiny_config(cache_dir, **{"train.frontend_lr_multiplier": 0.0})
+  data = train.load_fold_data(config, 1)
+  model = create_model(config.model, num_classes=4)
+  state = train.create_train_state(model, config, data.waveforms.shape[1], 1, fold=1)
+  batch = next(pipeline.batches(data.waveforms, data.targets, data.split.train[:8], 8))
+  new_state, _ = jax.jit(train.train_step)(state, batch)
+  np.testing.assert_array_equal(new_state.params["frontend"]["kernel"],
+                                state.params["frontend"]["kernel"])
+  head_moved = jax.tree.map(lambda a, b: float(np.abs(a - b).max()),
+                            new_state.params["head"], state.params["head"])
+  assert min(jax.tree.leaves(head_moved)) > 0
+
+
+def test_double_softmax_damps_the_gradient():
+  logits = jax.numpy.array([[4.0, -1.0, 0.5, 0.0]])
+  labels, weights = jax.numpy.array([1]), jax.numpy.array([1.0])
+  plain = jax.grad(train.cross_entropy)(logits, labels, weights)
+  double = jax.grad(train.cross_entropy)(logits, labels, weights, True)
+  assert float(np.abs(double).max()) < 0.5 * float(np.abs(plain).max())
+
+
+def test_faithful_switch_turns_on_every_code_behaviour(cache_dir):
+  from wavejax import config as wavejax_config
+  config = tiny_config(cache_dir, faithful_to_original=True)
+  resolved = wavejax_config.resolve(config)
+  assert resolved.train.double_softmax and not resolved.train.reshuffle
+  assert resolved.train.drop_last_eval_batch and resolved.train.lr_schedule == "exponential"
+  assert not wavejax_config.resolve(tiny_config(cache_dir)).train.double_softmax
+
+
+def test_no_reshuffle_repeats_the_epoch_order():
+  idx, targets = np.arange(20), np.zeros(20, int)
+  one = pipeline.epoch_order(idx, targets, seed=0, fold=1, epoch=1)
+  two = pipeline.epoch_order(idx, targets, seed=0, fold=1, epoch=2)
+  assert not np.array_equal(one, two) and sorted(one) == list(range(20))

@@ -96,7 +96,9 @@ def write_json(path, data) -> None:
 
 
 def write_text(path, text: str) -> None:
+  """Writes text atomically, like `write_json`."""
   path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
   temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
   temporary.write_text(text)
   os.replace(temporary, path)

@@ -11,6 +11,7 @@ the same numbers as an unbroken one.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import pathlib
 import time
@@ -25,6 +26,7 @@ from absl import logging
 from flax.training import train_state
 
 from wavejax import checkpoint, errors, parallel, results
+from wavejax import config as wavejax_config
 from wavejax.data import folds, pipeline
 from wavejax.models import create_model
 
@@ -41,20 +43,28 @@ class TrainState(train_state.TrainState):
     return variables
 
 
-def cross_entropy(logits, labels, weights):
-  """Weighted mean softmax cross-entropy; padded examples have weight 0."""
+def cross_entropy(logits, labels, weights, double_softmax: bool = False):
+  """Weighted mean softmax cross-entropy; padded examples have weight 0.
+
+  double_softmax=True reproduces the paper's code, whose model ends in a softmax that the loss
+  then treats as logits (a softmax applied twice, which damps the gradients).
+  """
+  if double_softmax:
+    logits = jax.nn.softmax(logits)
   losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
   return jnp.sum(losses * weights) / jnp.maximum(jnp.sum(weights), 1.0)
 
 
-def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+def train_step(state: TrainState, batch: dict, double_softmax: bool = False
+               ) -> tuple[TrainState, dict]:
   """One Adam step on a batch `{waveforms [B, T], labels [B], weights [B]}`."""
   dropout_key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
 
   def loss_fn(params):
     logits, updates = state.apply_fn(state.variables(params), batch["waveforms"], train=True,
                                      rngs={"dropout": dropout_key}, mutable=["batch_stats"])
-    return cross_entropy(logits, batch["labels"], batch["weights"]), (logits, updates)
+    loss = cross_entropy(logits, batch["labels"], batch["weights"], double_softmax)
+    return loss, (logits, updates)
 
   (loss, (logits, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   state = state.apply_gradients(grads=grads,
@@ -72,18 +82,35 @@ def eval_step(state: TrainState, batch: dict) -> jax.Array:
   return jnp.argmax(logits, -1)
 
 
-def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int):
-  """Adam (Sec. 4.1) with a constant rate, or the paper code's decay to 0.1x over the run."""
+def learning_rate(config: ml_collections.ConfigDict, steps_per_epoch: int, scale: float = 1.0):
+  """Constant, or the paper code's exponential decay to 0.1x over the whole run."""
   if config.lr_schedule == "constant":
-    learning_rate = config.learning_rate
-  elif config.lr_schedule == "exponential":
-    learning_rate = optax.exponential_decay(
-        config.learning_rate, transition_steps=max(1, steps_per_epoch * config.num_epochs),
-        decay_rate=0.1)
-  else:
-    raise errors.ConfigError(
-        f"config.train.lr_schedule={config.lr_schedule!r}: choose 'constant' or 'exponential'")
-  return optax.adam(learning_rate)
+    return config.learning_rate * scale
+  if config.lr_schedule == "exponential":
+    return optax.exponential_decay(
+        config.learning_rate * scale,
+        transition_steps=max(1, steps_per_epoch * config.num_epochs), decay_rate=0.1)
+  raise errors.ConfigError(
+      f"config.train.lr_schedule={config.lr_schedule!r}: choose 'constant' or 'exponential'")
+
+
+def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int):
+  """Adam (Sec. 4.1). `frontend_lr_multiplier` scales the rate of the front-end's parameters
+  (learnable filters that barely move are the common complaint about raw-waveform front-ends)."""
+  multiplier = config.frontend_lr_multiplier
+  if multiplier == 1.0:
+    return optax.adam(learning_rate(config, steps_per_epoch))
+  if multiplier < 0:
+    raise errors.ConfigError(f"config.train.frontend_lr_multiplier={multiplier} must be >= 0")
+  transforms = {"frontend": optax.adam(learning_rate(config, steps_per_epoch, multiplier)),
+                "rest": optax.adam(learning_rate(config, steps_per_epoch))}
+  return optax.multi_transform(transforms, frontend_labels)
+
+
+def frontend_labels(params) -> dict:
+  """'frontend' for every parameter under the model's `frontend` module, else 'rest'."""
+  return {name: jax.tree.map(lambda _, n=name: "frontend" if n == "frontend" else "rest", tree)
+          for name, tree in params.items()}
 
 
 def create_train_state(model, config, num_samples: int, steps_per_epoch: int,
@@ -126,6 +153,7 @@ def train_fold(config: ml_collections.ConfigDict, fold: int | None = None,
     workdir: where checkpoints and `fold_<k>/result.json` go. A fold whose result exists is not
       trained again; a fold with a checkpoint resumes from it. None: nothing is written.
   """
+  config = wavejax_config.resolve(config)
   fold = config.fold if fold is None else fold
   if fold is None:
     raise errors.ConfigError("no fold given: set config.fold (e.g. 'configs/x.py:emotion,fold=1') "
@@ -194,7 +222,8 @@ class FoldTrainer:
                                self.fold)
     self.state = jax.device_put(state, parallel.replicated(self.mesh))
     replicated, sharded = parallel.replicated(self.mesh), parallel.batch_sharded(self.mesh)
-    self.train_step = jax.jit(train_step, in_shardings=(replicated, sharded),
+    step = functools.partial(train_step, double_softmax=train_cfg.double_softmax)
+    self.train_step = jax.jit(step, in_shardings=(replicated, sharded),
                               out_shardings=(replicated, replicated), donate_argnums=0)
     self.eval_step = jax.jit(eval_step, in_shardings=(replicated, sharded),
                              out_shardings=replicated)
@@ -238,7 +267,7 @@ class FoldTrainer:
   def train_epoch(self, epoch: int) -> dict:
     split, train_cfg = self.data.split, self.config.train
     order = pipeline.epoch_order(split.train, self.data.targets, seed=self.config.seed,
-                                 fold=self.fold, epoch=epoch,
+                                 fold=self.fold, epoch=epoch if train_cfg.reshuffle else 1,
                                  balanced=train_cfg.balanced_sampling)
     sums = None
     began = time.perf_counter()
@@ -269,6 +298,8 @@ class FoldTrainer:
     return np.concatenate(predictions)[:len(indices)]
 
   def metrics(self, indices: np.ndarray, weights=None) -> dict:
+    if self.config.train.drop_last_eval_batch and len(indices) >= self.eval_batch_size:
+      indices = indices[:len(indices) // self.eval_batch_size * self.eval_batch_size]
     return results.classification_metrics(self.data.targets[indices],
                                           self.predict(indices, weights), len(self.data.classes))
 

@@ -1,7 +1,10 @@
 """Everything between files on disk and `(waveforms, labels)` arrays. No JAX in this package.
 
 `scan(dataset, root)` turns a dataset root into a `Manifest`; each corpus has its own module with a
-`scan(root, **options)` function, registered in `DATASETS`.
+`scan(root, **options)` function, registered in `DATASETS`: the emotional-speech corpora
+(`iemocap`, `ravdess`, `cremad`, `emodb`; see docs/datasets.md), `manifest` (a CSV/TSV/JSONL/JSON
+listing of path, label and optional speaker, session, gender) and `folder` (`root/<label>/*.wav`).
+`python -m wavejax.data summary --dataset=<name> --root=<dir>` describes a dataset without training.
 """
 
 from __future__ import annotations
@@ -9,11 +12,16 @@ from __future__ import annotations
 import importlib
 
 from wavejax import errors
-from wavejax.data.manifest import EMOTIONS, GENDERS, Manifest, Utterance
+from wavejax.data.manifest import EMOTIONS, GENDERS, UNKNOWN, Manifest, Utterance
 
 # config.data.dataset -> module implementing `scan(root, **options) -> Manifest`.
 DATASETS = {
     "iemocap": "wavejax.data.iemocap",
+    "ravdess": "wavejax.data.ravdess",
+    "cremad": "wavejax.data.cremad",
+    "emodb": "wavejax.data.emodb",
+    "manifest": "wavejax.data.listing",
+    "folder": "wavejax.data.folder",
 }
 
 
@@ -25,4 +33,4 @@ def scan(dataset: str, root, **options) -> Manifest:
   return importlib.import_module(DATASETS[dataset]).scan(root, **options)
 
 
-__all__ = ["DATASETS", "EMOTIONS", "GENDERS", "Manifest", "Utterance", "scan"]
+__all__ = ["DATASETS", "EMOTIONS", "GENDERS", "UNKNOWN", "Manifest", "Utterance", "scan"]

@@ -1,21 +1,33 @@
-"""Leave-one-session-out cross-validation (paper Sec. 4.1).
+"""Tasks and leave-one-session-out cross-validation (paper Sec. 4.1).
 
 Fold k tests on session k and trains on the others. As in the paper, a small validation set
 (32 utterances) is held out of the test session, stratified by label and drawn with a seeded
 generator; `val_from="train"` draws it from the training sessions instead, so that the test
-session stays whole.
+session stays whole. For corpora without sessions the loaders set `session` to a speaker group
+(`wavejax.data.grouping`); `write_assignment` records the groups in a workdir and
+`config.data.fold_assignment` reuses such a file.
+
+Tasks (the utterance field classified, and its classes):
+  emotion  the 4-class map across corpora: neutral, happy, sad, angry
+  gender   F, M (every utterance must have a known gender)
+  label    the corpus' full label set (RAVDESS 8, CREMA-D 6, EmoDB 7 classes) or the labels of a
+           `manifest`/`folder` dataset: `Manifest.label_classes`, sorted; needs the manifest
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+import pathlib
 
 import numpy as np
 
 from wavejax import errors
-from wavejax.data.manifest import EMOTIONS, GENDERS, Manifest
+from wavejax.data.manifest import EMOTIONS, GENDERS, UNKNOWN, Manifest
 
-TASKS = {"emotion": ("emotion", EMOTIONS), "gender": ("gender", GENDERS)}
+# task -> (Utterance field, classes); None: the classes come from the manifest.
+TASKS = {"emotion": ("emotion", EMOTIONS), "gender": ("gender", GENDERS), "label": ("label", None)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,27 +40,120 @@ class Fold:
   test: np.ndarray
 
 
-def task_classes(task: str) -> tuple[str, ...]:
+def task_classes(task: str, manifest: Manifest | None = None) -> tuple[str, ...]:
+  """The class names of `task`, in the order of the integer targets.
+
+  `label` takes its classes from the manifest (`Manifest.label_classes`), so it needs one.
+  """
+  classes = TASKS[_check_task(task)][1]
+  if classes is not None:
+    return classes
+  if manifest is None:
+    raise errors.ConfigError(f"task {task!r} takes its classes from the dataset; pass the manifest "
+                             "to folds.task_classes")
+  return manifest.label_classes
+
+
+def task_field(task: str) -> str:
+  """The `Utterance` attribute that `task` classifies."""
+  return TASKS[_check_task(task)][0]
+
+
+def _check_task(task: str) -> str:
   if task not in TASKS:
     raise errors.ConfigError(f"config.task={task!r} is not a task; choose one of {sorted(TASKS)}")
-  return TASKS[task][1]
+  return task
+
+
+def select(manifest: Manifest, task: str) -> Manifest:
+  """The utterances usable for `task`: those whose field is one of its classes.
+
+  `emotion` drops the corpus labels outside the 4-class map (e.g. RAVDESS calm, CREMA-D disgust);
+  `gender` and `label` keep every utterance (an unknown gender is reported by `labels`).
+  """
+  classes = task_classes(task, manifest)
+  field = task_field(task)
+  if task == "gender":
+    return manifest
+  kept = [u for u in manifest if getattr(u, field) in classes]
+  if len(kept) == len(manifest):
+    return manifest
+  if not kept:
+    raise errors.DatasetError(
+        f"{manifest.root}: no utterance of {manifest.dataset} has a class of task {task!r} "
+        f"{classes}; choose --config.task=label to classify its own labels")
+  return manifest.replace(kept)
 
 
 def labels(manifest: Manifest, task: str) -> np.ndarray:
-  """Class index of every utterance for `task` (order of `task_classes(task)`)."""
-  classes = task_classes(task)
-  field = TASKS[task][0]
+  """Class index of every utterance for `task` (order of `task_classes(task, manifest)`)."""
+  classes = task_classes(task, manifest)
+  field = task_field(task)
   index = {name: i for i, name in enumerate(classes)}
   values = manifest.field(field)
   unknown = sorted(set(values) - set(index))
-  if unknown:
+  if field == "gender" and UNKNOWN in unknown:
+    first = next(u for u in manifest if u.gender == UNKNOWN)
     raise errors.DatasetError(
-        f"{manifest.root}: {field} values {unknown} are not classes of task {task!r} {classes}")
+        f"{manifest.root}: the gender of {values.count(UNKNOWN)} utterance(s) is unknown (first: "
+        f"{first.path}); add a gender column to the manifest, or choose task emotion or label")
+  if unknown:
+    first = next(u for u in manifest if getattr(u, field) in unknown)
+    raise errors.DatasetError(
+        f"{manifest.root}: {field} values {unknown} are not classes of task {task!r} {classes} "
+        f"(first: {first.path}, label {first.label!r}); keep only the usable utterances with "
+        "folds.select(manifest, task) or pipeline.load_dataset(config.data, task=config.task)")
   return np.array([index[v] for v in values], np.int32)
 
 
 def num_folds(manifest: Manifest) -> int:
   return len(manifest.sessions)
+
+
+def write_assignment(manifest: Manifest, path, classes=None) -> pathlib.Path:
+  """Writes the fold assignment (utterance -> session/group, and each fold's speakers) as JSON.
+
+  Fold k tests on the k-th session in sorted order. The file is written atomically; pass it back
+  through `config.data.fold_assignment` (or `apply_assignment`) to reuse the same folds.
+  """
+  path = pathlib.Path(path)
+  sessions = manifest.sessions
+  folds = []
+  for number, session in enumerate(sessions, start=1):
+    members = [u for u in manifest if u.session == session]
+    folds.append({"fold": number, "test_session": session, "num_utterances": len(members),
+                  "speakers": sorted({u.speaker for u in members})})
+  data = {"dataset": manifest.dataset, "root": manifest.root, "num_folds": len(sessions),
+          "classes": None if classes is None else list(classes), "folds": folds,
+          "utterances": {u.utt_id: u.session for u in manifest}}
+  path.parent.mkdir(parents=True, exist_ok=True)
+  temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+  temporary.write_text(json.dumps(data, indent=1))
+  os.replace(temporary, path)
+  return path
+
+
+def read_assignment(path) -> dict[str, int]:
+  """utt_id -> session from a file written by `write_assignment`."""
+  path = pathlib.Path(path).expanduser()
+  try:
+    data = json.loads(path.read_text())
+    return {str(k): int(v) for k, v in data["utterances"].items()}
+  except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+    raise errors.DatasetError(f"{path}: not a readable fold assignment ({type(e).__name__}: {e}); "
+                              "point config.data.fold_assignment at a folds.json that wavejax "
+                              "wrote") from e
+
+
+def apply_assignment(manifest: Manifest, path) -> Manifest:
+  """The manifest with every utterance's session taken from the fold assignment file `path`."""
+  assignment = read_assignment(path)
+  absent = [u.utt_id for u in manifest if u.utt_id not in assignment]
+  if absent:
+    raise errors.DatasetError(
+        f"{path}: {len(absent)} utterance(s) of {manifest.dataset} (first: {absent[0]}) are not in "
+        "the fold assignment; regenerate it or unset config.data.fold_assignment")
+  return manifest.replace(dataclasses.replace(u, session=assignment[u.utt_id]) for u in manifest)
 
 
 def leave_one_session_out(manifest: Manifest, fold: int, targets: np.ndarray, *,

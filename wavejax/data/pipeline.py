@@ -9,11 +9,11 @@ from collections.abc import Iterator
 import numpy as np
 
 from wavejax import errors
-from wavejax.data import DATASETS, cache, scan, synthetic
+from wavejax.data import DATASETS, cache, folds, scan, synthetic
 from wavejax.data.manifest import Manifest
 
 # config.data fields forwarded to a loader's scan() when its signature accepts them.
-SCAN_OPTIONS = ("merge_excited", "missing_audio")
+SCAN_OPTIONS = ("merge_excited", "missing_audio", "calm_as_neutral", "num_folds")
 
 
 def dataset_root(data_config):
@@ -34,17 +34,39 @@ def clip_seconds(data_config) -> float:
   return data_config.builtin.clip_seconds if data_config.root is None else data_config.clip_seconds
 
 
-def load_dataset(data_config) -> tuple[Manifest, np.ndarray]:
-  """Scans the dataset and returns its manifest and `[N, clip samples]` float32 waveforms."""
+def load_manifest(data_config, task: str | None = None) -> Manifest:
+  """Scans the dataset; keeps the utterances usable for `task` (all when None).
+
+  With `config.data.fold_assignment` set, the sessions (fold groups) come from that file.
+  """
   if data_config.dataset not in DATASETS:
     raise errors.ConfigError(f"config.data.dataset={data_config.dataset!r} is not a known "
                              f"dataset; choose one of {sorted(DATASETS)}")
   manifest = scan(data_config.dataset, dataset_root(data_config),
                   **scan_options(data_config.dataset, data_config))
-  waveforms = cache.load_waveforms(
+  if task is not None:
+    manifest = folds.select(manifest, task)
+  if data_config.get("fold_assignment"):
+    manifest = folds.apply_assignment(manifest, data_config.fold_assignment)
+  return manifest
+
+
+def load_dataset(data_config, task: str | None = None) -> tuple[Manifest, np.ndarray]:
+  """Scans the dataset and returns its manifest and `[N, clip samples]` float32 waveforms.
+
+  Args:
+    data_config: `config.data`.
+    task: keep only the utterances usable for this task (`folds.select`); None keeps all.
+
+  Returns:
+    The manifest of the decoded utterances and their waveforms, row i for utterance i. With
+    `config.data.bad_audio="skip"` files that cannot be decoded are left out of both.
+  """
+  manifest = load_manifest(data_config, task)
+  return cache.load(
       manifest, data_config.sample_rate, clip_seconds(data_config),
-      cache_dir=None if data_config.cache_dir is None else f"{data_config.cache_dir}/decoded")
-  return manifest, waveforms
+      cache_dir=None if data_config.cache_dir is None else f"{data_config.cache_dir}/decoded",
+      num_workers=data_config.get("num_workers"), bad_audio=data_config.get("bad_audio", "error"))
 
 
 def scan_options(dataset: str, data_config) -> dict:

@@ -6,9 +6,20 @@ taps initialised as non-overlapping band-pass filters, and the output is pooled 
 its absolute value over the window (an estimate of each band's energy), giving a "learned
 spectrogram" of 150 windows x 64 filters for 6 s at 16 kHz. Pooling only after the single
 convolution avoids the aliasing that pooling between convolutions causes (Sec. 2.2.3).
+
+The baselines' front-ends (Sec. 2.2, Fig. 5) stack convolutions and poolings instead:
+`WaveRNNFrontend` (8 x conv + max-pool per 40 ms window, the paper's WaveRNN),
+`TrigeorgisFrontend` (Trigeorgis et al. 2016's two convolutions per window) and
+`SoundNetFrontend` (SoundNet-8 over the whole waveform, no windowing). The learnable filter banks
+beyond the paper are in `sincnet.py` and `leaf.py`.
+
+Every front-end is called as `frontend(waveforms, train=bool)`; `train` switches batch statistics
+where a front-end has batch normalisation and is ignored otherwise.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
@@ -16,6 +27,7 @@ import jax.numpy as jnp
 
 from wavejax import errors, filters
 from wavejax.models import windowed_conv
+from wavejax.models.layers import Affine, normalize
 
 
 def window_frames(waveforms: jax.Array, window: int, kernel_size: int, padding: str) -> jax.Array:
@@ -45,6 +57,15 @@ def window_frames(waveforms: jax.Array, window: int, kernel_size: int, padding: 
       f"config.model.frontend.padding={padding!r}: choose 'window' or 'signal'")
 
 
+def split_windows(waveforms: jax.Array, window: int) -> jax.Array:
+  """`[B, T]` -> `[B, T // window, window]` (Sec. 2.2.1); a tail shorter than a window is dropped."""
+  return window_frames(waveforms, window, 1, "window")
+
+
+def window_samples(window_ms: float, sample_rate: int) -> int:
+  return int(round(sample_rate * window_ms / 1000.0))
+
+
 def kernel_initializer(init: str, scale: str, low_hz: float, high_hz, sample_rate: int):
   """The front-end kernel initialiser named by config.model.frontend.init (Sec. 3)."""
   if init == "fir":
@@ -55,6 +76,27 @@ def kernel_initializer(init: str, scale: str, low_hz: float, high_hz, sample_rat
     return nn.initializers.glorot_uniform()
   raise errors.ConfigError(
       f"config.model.frontend.init={init!r}: choose 'fir', 'sine' or 'glorot'")
+
+
+def windowed_energy(waveforms: jax.Array, kernel: jax.Array, bias: jax.Array, *, window: int,
+                    padding: str, activation: str, method: str) -> jax.Array:
+  """Filters every window of `[B, T]` with `kernel` `[K, F]` and pools mean |y|: `[B, W, F]`."""
+  frames = window_frames(waveforms, window, kernel.shape[0], padding)
+  batch, num_windows, frame_length = frames.shape
+  energy = windowed_conv.filter_energy(
+      frames.reshape(batch * num_windows, frame_length), kernel, bias,
+      activation=activation, method=method)
+  return energy.reshape(batch, num_windows, kernel.shape[1])
+
+
+def input_affine(waveforms: jax.Array, input_norm: str) -> jax.Array:
+  """The paper code's BN layer on the raw waveform (inference mode: one learnable scale, offset)."""
+  if input_norm == "none":
+    return waveforms
+  if input_norm == "affine":
+    return Affine(name="input_affine")(waveforms[..., None])[..., 0]
+  raise errors.ConfigError(
+      f"config.model.frontend.input_norm={input_norm!r}: choose 'none' or 'affine'")
 
 
 class SimpleNetFrontend(nn.Module):
@@ -71,6 +113,8 @@ class SimpleNetFrontend(nn.Module):
     trainable: False freezes the kernels (SpecNet: a fixed FIR spectrogram, Sec. 4.1).
     compression: "none" (paper) or "log" (log(1e-6 + energy), a spectrogram-style option).
     method: implementation of the windowed filter (see `windowed_conv.filter_energy`).
+    input_norm: "none" (paper text) or "affine": the paper code's batch normalisation of the
+      waveform before the convolution, which in inference mode is one learnable scale and offset.
   """
   num_filters: int = 64
   kernel_size: int = 256
@@ -85,13 +129,15 @@ class SimpleNetFrontend(nn.Module):
   trainable: bool = True
   compression: str = "none"
   method: str = "auto"
+  input_norm: str = "none"
 
   @property
   def window(self) -> int:
-    return int(round(self.sample_rate * self.window_ms / 1000.0))
+    return window_samples(self.window_ms, self.sample_rate)
 
   @nn.compact
-  def __call__(self, waveforms: jax.Array) -> jax.Array:
+  def __call__(self, waveforms: jax.Array, *, train: bool = False) -> jax.Array:
+    del train  # no batch statistics
     kernel = self.param(
         "kernel",
         kernel_initializer(self.kernel_init, self.fir_scale, self.fir_low_hz, self.fir_high_hz,
@@ -100,12 +146,9 @@ class SimpleNetFrontend(nn.Module):
     bias = self.param("bias", nn.initializers.zeros_init(), (self.num_filters,))
     if not self.trainable:
       kernel, bias = jax.lax.stop_gradient(kernel), jax.lax.stop_gradient(bias)
-    frames = window_frames(waveforms, self.window, self.kernel_size, self.padding)
-    batch, num_windows, frame_length = frames.shape
-    energy = windowed_conv.filter_energy(
-        frames.reshape(batch * num_windows, frame_length), kernel, bias,
-        activation=self.activation, method=self.method)
-    energy = energy.reshape(batch, num_windows, self.num_filters)
+    energy = windowed_energy(
+        input_affine(waveforms, self.input_norm), kernel, bias, window=self.window,
+        padding=self.padding, activation=self.activation, method=self.method)
     return compress(energy, self.compression)
 
 
@@ -116,3 +159,144 @@ def compress(energy: jax.Array, compression: str) -> jax.Array:
     return jnp.log(energy + 1e-6)
   raise errors.ConfigError(
       f"config.model.frontend.compression={compression!r}: choose 'none' or 'log'")
+
+
+def _check_pooled_length(length: int, pool: int, num_layers: int) -> None:
+  """Raises a ConfigError when `num_layers` VALID poolings by `pool` empty a window."""
+  if length // pool**num_layers < 1:
+    raise errors.ConfigError(
+        f"a window of {length} samples is too short for {num_layers} max-poolings by {pool} "
+        f"(needs {pool**num_layers}); raise config.model.frontend.window_ms or lower "
+        "config.model.frontend.num_layers")
+
+
+class WaveRNNFrontend(nn.Module):
+  """The paper's WaveRNN front-end (Sec. 2.2, 4.1; REFERENCE "Which WaveRNN"): `[B, T]` -> `[B, W, D]`.
+
+  Each 40 ms window is processed on its own ('same' padding inside the window) by `num_layers`
+  blocks of [1-D convolution (32 filters of 40 taps, Xavier/Glorot-uniform initialised, ReLU) ->
+  max-pooling by 2], the paper's "16-layer front-end" (8 convolutions, 8 poolings), as in its
+  code's `waveCNN.py`. The pooled output of every window is flattened to one feature vector:
+  640 samples -> 2 steps x 32 filters = 64 features per window at 16 kHz.
+
+  `kernel_init` etc. set the first (single-channel, FIR-like) convolution's initialiser (see
+  `kernel_initializer`); the deeper ones are always Glorot, as in the paper.
+  """
+  num_layers: int = 8
+  features: int = 32
+  kernel_size: int = 40
+  pool: int = 2
+  window_ms: float = 40.0
+  sample_rate: int = 16000
+  kernel_init: str = "glorot"
+  fir_scale: str = "linear"
+  fir_low_hz: float = 0.0
+  fir_high_hz: float | None = None
+
+  @nn.compact
+  def __call__(self, waveforms: jax.Array, *, train: bool = False) -> jax.Array:
+    del train
+    windows = split_windows(waveforms, window_samples(self.window_ms, self.sample_rate))
+    batch, num_windows, length = windows.shape
+    _check_pooled_length(length, self.pool, self.num_layers)
+    x = windows.reshape(batch * num_windows, length, 1)
+    first_init = kernel_initializer(self.kernel_init, self.fir_scale, self.fir_low_hz,
+                                    self.fir_high_hz, self.sample_rate)
+    for layer in range(self.num_layers):
+      init = first_init if layer == 0 else nn.initializers.glorot_uniform()
+      x = nn.Conv(self.features, (self.kernel_size,), padding="SAME", kernel_init=init)(x)
+      x = nn.max_pool(nn.relu(x), (self.pool,), strides=(self.pool,), padding="VALID")
+    return x.reshape(batch, num_windows, -1)
+
+
+class TrigeorgisFrontend(nn.Module):
+  """Trigeorgis et al. 2016 ("Adieu features?", ICASSP) per-window front-end: `[B, T]` -> `[B, W, D]`.
+
+  Per 40 ms window ('same' padding inside the window): conv (40 filters of 20 taps, ReLU) ->
+  max-pool by 2 in time -> conv (40 filters of 40 taps, ReLU) -> max-pool ACROSS channels by 10
+  (40 -> 4 channels), as end2you's `emo16.py` (REFERENCE Sec. 1); flattened per window: 640
+  samples -> 320 steps x 4 = 1280 features at 16 kHz. Glorot-initialised like the paper's WaveRNN
+  (Sec. 4.1); `kernel_init` etc. set the first convolution's initialiser.
+  """
+  features: int = 40
+  kernel_sizes: Sequence[int] = (20, 40)
+  pool: int = 2
+  channel_pool: int = 10
+  window_ms: float = 40.0
+  sample_rate: int = 16000
+  kernel_init: str = "glorot"
+  fir_scale: str = "linear"
+  fir_low_hz: float = 0.0
+  fir_high_hz: float | None = None
+
+  @nn.compact
+  def __call__(self, waveforms: jax.Array, *, train: bool = False) -> jax.Array:
+    del train
+    if len(self.kernel_sizes) != 2 or self.features % self.channel_pool:
+      raise errors.ConfigError(
+          "config.model.frontend: the Trigeorgis front-end needs two kernel_sizes and features "
+          f"divisible by channel_pool; got {tuple(self.kernel_sizes)}, {self.features}, "
+          f"{self.channel_pool}")
+    windows = split_windows(waveforms, window_samples(self.window_ms, self.sample_rate))
+    batch, num_windows, length = windows.shape
+    _check_pooled_length(length, self.pool, 1)
+    first_init = kernel_initializer(self.kernel_init, self.fir_scale, self.fir_low_hz,
+                                    self.fir_high_hz, self.sample_rate)
+    x = windows.reshape(batch * num_windows, length, 1)
+    x = nn.relu(nn.Conv(self.features, (self.kernel_sizes[0],), padding="SAME",
+                        kernel_init=first_init)(x))
+    x = nn.max_pool(x, (self.pool,), strides=(self.pool,), padding="VALID")
+    x = nn.relu(nn.Conv(self.features, (self.kernel_sizes[1],), padding="SAME",
+                        kernel_init=nn.initializers.glorot_uniform())(x))
+    steps = x.shape[1]
+    x = x.reshape(batch * num_windows, steps, self.features // self.channel_pool,
+                  self.channel_pool).max(axis=-1)
+    return x.reshape(batch, num_windows, -1)
+
+
+class SoundNetFrontend(nn.Module):
+  """SoundNet-8's convolutions (Aytar et al. 2016; paper Sec. 2.2, 4.1), trained from scratch.
+
+  The WHOLE waveform, no windowing: 8 x [1-D conv (stride 2) -> normalisation -> ReLU], with
+  max-pooling by 8 after the first two blocks and by 4 after the fifth (the paper's code,
+  `soundNet.py`: conv(16, 64) -> pool 8 -> conv(32, 32) -> pool 8 -> conv(64, 16) -> conv(128, 8)
+  -> conv(256, 4) -> pool 4 -> conv(512, 4) -> conv(1024, 4) -> conv(1401, 8)), Xavier/Glorot
+  initialised. Output `[B, steps, 1401]`: 2 steps for 6 s at 16 kHz.
+
+  Every convolution and pooling uses 'same' padding (output length ceil(n / stride)), so no
+  dimension reaches zero however short the clip: any length >= 1 sample gives >= 1 step. The
+  number of steps, and so the size of the dense layer that follows, depends on the clip length.
+
+  `norm="batch"` (default; the paper's "batch normalization is used between layers", Sec. 3) has
+  no convolution bias (the normalisation's offset replaces it); "affine" or "none" keep the bias.
+  `kernel_init` etc. set the first (single-channel, FIR-like) convolution's initialiser.
+  """
+  features: Sequence[int] = (16, 32, 64, 128, 256, 512, 1024, 1401)
+  kernel_sizes: Sequence[int] = (64, 32, 16, 8, 4, 4, 4, 8)
+  strides: Sequence[int] = (2, 2, 2, 2, 2, 2, 2, 2)
+  pools: Sequence[int] = (8, 8, 1, 1, 4, 1, 1, 1)
+  norm: str = "batch"
+  sample_rate: int = 16000
+  kernel_init: str = "glorot"
+  fir_scale: str = "linear"
+  fir_low_hz: float = 0.0
+  fir_high_hz: float | None = None
+
+  @nn.compact
+  def __call__(self, waveforms: jax.Array, *, train: bool = False) -> jax.Array:
+    layers = (self.features, self.kernel_sizes, self.strides, self.pools)
+    if len(set(map(len, layers))) != 1:
+      raise errors.ConfigError(
+          "config.model.frontend: features, kernel_sizes, strides and pools must have one entry "
+          f"per layer; got lengths {[len(x) for x in layers]}")
+    first_init = kernel_initializer(self.kernel_init, self.fir_scale, self.fir_low_hz,
+                                    self.fir_high_hz, self.sample_rate)
+    x = waveforms[..., None]
+    for layer, (features, kernel, stride, pool) in enumerate(zip(*layers)):
+      init = first_init if layer == 0 else nn.initializers.glorot_uniform()
+      x = nn.Conv(features, (kernel,), strides=(stride,), padding="SAME",
+                  use_bias=self.norm != "batch", kernel_init=init)(x)
+      x = nn.relu(normalize(x, self.norm, train, field="config.model.frontend.norm"))
+      if pool > 1:
+        x = nn.max_pool(x, (pool,), strides=(pool,), padding="SAME")
+    return x

@@ -8,10 +8,15 @@ import flax.linen as nn
 import jax
 
 from wavejax import errors
+from wavejax.models.layers import normalize
+
+__all__ = ["CNNHead", "DenseClassifier", "LSTMHead", "normalize"]
+
+SCAN_AXES = ("time", "filters")
 
 
 class DenseClassifier(nn.Module):
-  """ReLU dense layers with optional dropout, then a linear layer to class logits.
+  """Flatten, ReLU dense layers with optional dropout, then a linear layer to class logits.
 
   Paper Sec. 4.1: "All fully-connected layers are identical with 64 units."
   """
@@ -29,15 +34,6 @@ class DenseClassifier(nn.Module):
     return nn.Dense(self.num_classes)(x)
 
 
-def normalize(x: jax.Array, norm: str, train: bool) -> jax.Array:
-  """Batch normalisation over the last axis (running statistics at evaluation), or nothing."""
-  if norm == "none":
-    return x
-  if norm == "batch":
-    return nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
-  raise errors.ConfigError(f"config.model.head.norm={norm!r}: choose 'batch' or 'none'")
-
-
 class CNNHead(nn.Module):
   """SimpleNet-CNN's high-level layers (Sec. 3, 4.1).
 
@@ -49,8 +45,11 @@ class CNNHead(nn.Module):
 
   `norm="batch"` puts a batch normalisation before every convolution, where the paper's code has
   its (inference-mode) BN layers; the first one normalises each front-end filter on its own, since
-  band energies differ by orders of magnitude between low and high bands. `norm="none"` feeds
-  the raw energies, as the paper's text describes.
+  band energies differ by orders of magnitude between low and high bands. `norm="affine"` is the
+  paper code's behaviour: its BN layers run in inference mode and act as learnable affine maps
+  (`layers.Affine`) over the image's channels, so the first one is a single scale and offset of
+  the one-channel spectrogram image. `norm="none"` feeds the raw energies, as the paper's text
+  describes.
   """
   num_classes: int
   features: int = 32
@@ -63,10 +62,52 @@ class CNNHead(nn.Module):
 
   @nn.compact
   def __call__(self, features: jax.Array, *, train: bool) -> jax.Array:
-    x = normalize(features, self.norm, train)[..., None]
+    if self.norm == "affine":
+      x = normalize(features[..., None], self.norm, train)
+    else:
+      x = normalize(features, self.norm, train)[..., None]
     for layer in range(self.num_layers):
       if layer:
         x = normalize(x, self.norm, train)
       x = nn.relu(nn.Conv(self.features, tuple(self.kernel), padding="SAME")(x))
       x = nn.max_pool(x, tuple(self.pool), strides=tuple(self.pool), padding="SAME")
     return DenseClassifier(self.num_classes, tuple(self.hidden), self.dropout)(x, train=train)
+
+
+def scan_sequence(features: jax.Array, scan_over: str) -> jax.Array:
+  """The sequence an RNN scans: `[B, windows, F]` as is ("time") or transposed ("filters")."""
+  if scan_over == "time":
+    return features
+  if scan_over == "filters":
+    return features.swapaxes(1, 2)
+  raise errors.ConfigError(
+      f"config.model.head.scan_over={scan_over!r}: choose one of {', '.join(SCAN_AXES)}")
+
+
+class LSTMHead(nn.Module):
+  """SimpleNet-RNN's and WaveRNN's high-level layers (Sec. 3, 4.1): LSTMs, then dense layers.
+
+  "two LSTM layers with 64 units" (tanh) scan the front-end's windows in time order; the last
+  output of the last LSTM goes to `DenseClassifier` (dense 64, ReLU, then the classes). The
+  features of every step are normalised first (`norm`, as `CNNHead`; the paper's code has a BN
+  layer in inference mode, i.e. "affine", before its first LSTM).
+
+  `scan_over="filters"` reproduces the paper's code (REFERENCE Sec. 1, testNetSimpleRNN.py): it
+  transposes the `[windows, filters]` output, so the LSTMs scan over the filter channels with the
+  time frames as the features of each step. Its code also has no hidden dense layer
+  (`hidden=()`).
+  """
+  num_classes: int
+  units: Sequence[int] = (64, 64)
+  scan_over: str = "time"
+  hidden: Sequence[int] = (64,)
+  dropout: float = 0.0
+  norm: str = "batch"
+
+  @nn.compact
+  def __call__(self, features: jax.Array, *, train: bool) -> jax.Array:
+    x = normalize(scan_sequence(features, self.scan_over), self.norm, train)
+    for units in self.units:
+      x = nn.RNN(nn.OptimizedLSTMCell(units))(x)
+    return DenseClassifier(self.num_classes, tuple(self.hidden), self.dropout)(
+        x[:, -1], train=train)

@@ -1,0 +1,16 @@
+"""SincNet filters (Ravanelli & Bengio 2018) in SimpleNet's front-end, SimpleNet-CNN head.
+
+Learnable band-pass sinc filters (low cut-off and band width per filter, mel-initialised, Hamming
+window), applied per 40 ms window and pooled as mean |y| like SimpleNet. Beyond the paper. Usage:
+`--config=configs/sincnet.py[:task,fold=k]`.
+"""
+
+from wavejax import config as wavejax_config
+
+
+def get_config(arg: str = ""):
+  config = wavejax_config.base_config()
+  config.model.name = "sincnet"
+  config.model.frontend = wavejax_config.sincnet_frontend_config()
+  config.model.head = wavejax_config.cnn_head_config()
+  return wavejax_config.apply_arg(config, arg)
