@@ -17,6 +17,11 @@ times more).
   python experiments/benchmark.py --preset=smoke --out=/tmp/smoke.json
   python experiments/benchmark.py --cases='jax/frontend/*' --batch=8
 
+PyTorch is optional (not a dependency; point PYTHONPATH at an install to get its rows). Its f32
+conv1d weight gradient for this shape (1 input channel, 256 taps) takes a slow path in the
+PyPI 2.14.1 build measured here (~95 % of its step in `convolution_backward`), so its
+forward + gradient rows take minutes at batch 32.
+
 New rows (e.g. a model's full train step) are added with `@register(name, framework, mode)` on a
 function `(settings, waveforms) -> Runner`; `flops=None` leaves the FLOP columns empty.
 """
@@ -203,7 +208,7 @@ def _torch_case(autocast: bool, mode: str):
     weight = (torch.randn(settings.filters, 1, settings.taps) / settings.taps ** 0.5)
     weight.requires_grad_(mode != "fwd")
     bias = torch.zeros(settings.filters, requires_grad=mode != "fwd")
-    loss_weights = torch.from_numpy(np.asarray(
+    loss_weights = torch.tensor(np.array(
         _cotangent_weights(settings, (settings.batch, settings.windows, settings.filters))))
     before = (settings.taps - 1) // 2
 
@@ -303,13 +308,18 @@ def torch_ratios(rows: list[dict]) -> list[dict]:
   return ratios
 
 
-def _fmt(value, spec):
-  return "-" if value is None else format(value, spec)
+def _fmt(value, width, decimals):
+  return f"{'-':>{width}s}" if value is None else f"{value:{width}.{decimals}f}"
 
 
-def print_report(settings, peaks, rows, ratios, torch_note):
+def _pct(value):
+  return f"{'-':>7s}" if value is None else f"{100 * value:6.0f}%"
+
+
+def print_report(settings, peaks, rows, ratios, torch_note, load):
   print(f"jax {jax.__version__} on {jax.default_backend()} ({jax.device_count()} device(s)), "
-        f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}")
+        f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}; 1-min load "
+        f"average {load[0]:.1f} before, {load[1]:.1f} after (other processes skew timings)")
   print(f"batch {settings.batch} x {settings.seconds:g} s = {settings.windows} windows of "
         f"{settings.window}, K={settings.taps}, F={settings.filters}, "
         f"activation={settings.activation}; median of {settings.repeats} after 1 warm-up")
@@ -327,9 +337,8 @@ def print_report(settings, peaks, rows, ratios, torch_note):
   print("-" * len(header))
   for row in rows:
     print(f"{row['name']:38s} {row['mode']:8s} {row['dtype']:8s} {row['utt_per_s']:8.1f} "
-          f"{_fmt(row['compile_s'], '9.2f')} {_fmt(row['gflop_per_s'], '8.0f')} "
-          f"{_fmt(row['frac_f32_peak'] and 100 * row['frac_f32_peak'], '6.0f')}% "
-          f"{_fmt(row['frac_own_peak'] and 100 * row['frac_own_peak'], '6.0f')}%  {row['note']}")
+          f"{_fmt(row['compile_s'], 9, 2)} {_fmt(row['gflop_per_s'], 8, 0)} "
+          f"{_pct(row['frac_f32_peak'])} {_pct(row['frac_own_peak'])}  {row['note']}")
   print()
   if not ratios:
     print(f"wavejax / PyTorch: {torch_note}")
@@ -359,14 +368,17 @@ def main(argv):
   has_torch = torch_available()
   torch_note = "available" if has_torch else "torch is not importable: PyTorch rows skipped"
   cases = [c for c in selected_cases(_CASES.value) if has_torch or c.framework != "torch"]
+  load_before = os.getloadavg()[0]
   peaks = matmul_peaks(settings)
   rows = [run_case(case, settings, waveforms, peaks) for case in cases]
   ratios = torch_ratios(rows)
-  print_report(settings, peaks, rows, ratios, torch_note)
+  load = (load_before, os.getloadavg()[0])
+  print_report(settings, peaks, rows, ratios, torch_note, load)
   if _OUT.value:
     report = dict(settings=dataclasses.asdict(settings), preset=_PRESET.value,
                   environment=dict(jax=jax.__version__, backend=jax.default_backend(),
-                                   devices=jax.device_count(), cpus=os.cpu_count()),
+                                   devices=jax.device_count(), cpus=os.cpu_count(),
+                                   load_average_before_after=load),
                   matmul_peak_gflop_per_s=peaks,
                   matmul_peak_method=(f"jitted {settings.matmul_size}^2 matmul, median of "
                                       f"{max(settings.repeats, 3)} runs after a warm-up"),

@@ -5,6 +5,7 @@ import json
 import pathlib
 import subprocess
 import sys
+import zlib
 
 import numpy as np
 import pytest
@@ -15,8 +16,10 @@ from wavejax.config import base_config
 from wavejax.data import cremad, emodb, folds, pipeline, ravdess, summary
 
 
-def write_wav(path: pathlib.Path, seconds=0.05, rate=16000, channels=1, freq=220.0):
+def write_wav(path: pathlib.Path, seconds=0.05, rate=16000, channels=1, freq=None):
+  """A short tone; its pitch follows from the file name, so distinct files differ in content."""
   path.parent.mkdir(parents=True, exist_ok=True)
+  freq = freq or 100 + zlib.crc32(path.name.encode()) % 999983 / 333.0
   t = np.arange(int(seconds * rate)) / rate
   wave = 0.1 * np.sin(2 * np.pi * freq * t)
   soundfile.write(path, np.stack([wave] * channels, 1) if channels > 1 else wave, rate,
@@ -36,7 +39,8 @@ def data_config(dataset, root, tmp_path, **fields):
 # ---------------------------------------------------------------- RAVDESS
 
 def ravdess_name(emotion, intensity, statement, repetition, actor, channel=1):
-  return f"03-{channel:02d}-{emotion:02d}-{intensity:02d}-{statement:02d}-{repetition:02d}-{actor:02d}.wav"
+  fields = (3, channel, emotion, intensity, statement, repetition, actor)
+  return "-".join(f"{field:02d}" for field in fields) + ".wav"
 
 
 def ravdess_names(actors=range(1, 25)):
@@ -92,7 +96,8 @@ def test_ravdess_fields_gender_and_pair_folds(tmp_path):
   assert utt.extra == {"intensity": "strong", "statement": "01", "repetition": "01"}
   assert by_id["03-01-01-01-01-01-08"].gender == "F"
   assert by_id["03-01-06-02-01-01-08"].label == "fear"
-  assert manifest.label_set == tuple(sorted(ravdess.LABELS.values())) and len(manifest.label_set) == 8
+  assert manifest.label_set == tuple(sorted(ravdess.LABELS.values()))
+  assert len(manifest.label_set) == 8
   # Actor pairs (1, 2), (3, 4), ... dealt round robin: 3/3/2/2/2 pairs, each fold gender-balanced.
   speakers = collections.defaultdict(set)
   for u in manifest:
@@ -158,7 +163,8 @@ def make_cremad(root: pathlib.Path, with_csv=True):
   (root / "AudioMP3" / "1001_DFA_ANG_XX.mp3").write_bytes(b"ID3")
   if with_csv:
     rows = ['"ActorID","Age","Sex","Race","Ethnicity"']
-    rows += [f'{actor},30,"{sex}","Caucasian","Not Hispanic"' for actor, sex in DEMOGRAPHICS.items()]
+    rows += [f'{actor},30,"{sex}","Caucasian","Not Hispanic"'
+             for actor, sex in DEMOGRAPHICS.items()]
     (root / "VideoDemographics.csv").write_text("\n".join(rows) + "\n")
   return root
 
@@ -218,7 +224,7 @@ def make_emodb(root: pathlib.Path):
   for folder in ("lablaut", "labsilb", "silb"):
     (root / folder).mkdir()
     (root / folder / "03a01Wa.lab").write_text("label")
-  write_wav(root / "backup" / "03a01Wa.wav")  # the same recording again
+  write_wav(root / "backup" / "03a01Wa.wav")  # the same recording again (same content)
   write_wav(root / "wav" / "17a01Wa.wav")      # not an EmoDB speaker
   write_wav(root / "wav" / "03a01Xa.wav")      # no such emotion letter
   (root / "wav" / "._03a01Wa.wav").write_bytes(b"\0\5")  # AppleDouble: skipped silently
@@ -245,8 +251,9 @@ def test_emodb_regex_speakers_and_fixed_pairs(tmp_path):
   assert len(folds.select(manifest, "emotion")) == 40
   two = data.scan("emodb", tmp_path / "emodb", num_folds=2)
   assert two.sessions == (1, 2)
-  for s in (1, 2):
-    assert collections.Counter(u.gender for u in two if u.session == s) == {"F": 15, "M": 15}
+  for s in (1, 2):  # 5 speakers each; 2 or 3 of each gender
+    genders = {u.speaker: u.gender for u in two if u.session == s}
+    assert len(genders) == 5 and set(collections.Counter(genders.values()).values()) == {2, 3}
 
 
 # ---------------------------------------------------------------- summaries
@@ -269,8 +276,9 @@ def test_summary_on_each_fixture(tmp_path, dataset, make):
   if dataset == "ravdess":
     assert result["audio"]["sample_rates"] == {"48000": len(manifest)}
     assert result["audio"]["channels"] == {"1": 92, "2": 4}
-  if dataset == "emodb":  # wav/03a01Wa.wav and backup/03a01Wa.wav hold the same audio
+  if dataset == "emodb":  # backup/03a01Wa.wav is ignored as a second copy of wav/03a01Wa.wav
     assert "second copy" in text
+  assert "duplicate" not in kinds
 
 
 def test_summary_command_on_a_fixture(tmp_path):
@@ -286,3 +294,22 @@ def test_summary_command_on_a_fixture(tmp_path):
   assert "[silent]" not in out.stdout and "1076_MTI_SAD_XX" in out.stdout
   result = json.loads((tmp_path / "s.json").read_text())
   assert len(result["folds"]) == 2 and result["per_gender"] == {"F": 29, "M": 30}
+
+
+def test_summary_command_on_the_builtin_corpus(tmp_path):
+  out = subprocess.run(
+      [sys.executable, "-m", "wavejax.data", "summary", "--dataset=iemocap", "--task=gender",
+       f"--data.cache_dir={tmp_path}", "--data.builtin.utterances_per_speaker=6"],
+      capture_output=True, text=True, timeout=300, check=False)
+  assert out.returncode == 0, out.stderr
+  assert "task gender: 60 of 60 utterances, classes F, M" in out.stdout
+  assert "fold 5 session 5: 12 utt, 2 speakers (05F,05M)" in out.stdout
+  assert "sample rates: 16000 Hz: 60" in out.stdout and "problems: 0" in out.stdout
+
+
+def test_summary_command_errors_are_one_line(tmp_path):
+  out = subprocess.run(
+      [sys.executable, "-m", "wavejax.data", "summary", "--dataset=emodb",
+       f"--root={tmp_path / 'missing'}"], capture_output=True, text=True, timeout=120, check=False)
+  assert out.returncode == 1 and "Traceback" not in out.stderr
+  assert out.stderr.strip().splitlines()[-1].startswith("wavejax: error: EmoDB root")

@@ -182,6 +182,7 @@ def test_faithful_switch_turns_on_every_code_behaviour(cache_dir):
   resolved = wavejax_config.resolve(config)
   assert resolved.train.double_softmax and not resolved.train.reshuffle
   assert resolved.train.drop_last_eval_batch and resolved.train.lr_schedule == "exponential"
+  assert tuple(resolved.model.head.kernel) == (3, 3) and resolved.model.head.dropout == 0.5
   assert not wavejax_config.resolve(tiny_config(cache_dir)).train.double_softmax
 
 

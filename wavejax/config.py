@@ -15,7 +15,7 @@ from wavejax import errors
 def base_config() -> ml_collections.ConfigDict:
   """The paper's protocol (Sec. 4.1) on the built-in corpus, SimpleNet-CNN defaults."""
   config = ml_collections.ConfigDict()
-  config.task = "emotion"             # "emotion" (4 classes) or "gender" (2)
+  config.task = "emotion"  # "emotion" (4 classes), "gender" (2) or "label" (corpus label set)
   config.fold = config_dict.placeholder(int)  # None: every fold (cross_validate)
   config.seed = 0
   sample_rate = config_dict.FieldReference(16000)
@@ -90,7 +90,8 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """The config to train with: a copy with `faithful_to_original` applied when it is set."""
   config = ml_collections.ConfigDict(config.to_dict())
   if config.get("faithful_to_original", False):
-    for dotted, value in faithful_overrides().items():
+    overrides = {**faithful_overrides(), **faithful_model_overrides(config.model.name)}
+    for dotted, value in overrides.items():
       set_field(config, dotted, value)
   return config
 
@@ -123,7 +124,7 @@ def _first_layer_init(frontend: ml_collections.ConfigDict, init: str) -> None:
 
 
 def wavernn_frontend_config() -> ml_collections.ConfigDict:
-  """The paper's WaveRNN front-end (Sec. 2, 4.1): 8 x (conv 32 x 40 taps + max-pool 2) per window."""
+  """The paper's WaveRNN front-end (Sec. 2, 4.1): per window 8 x (conv 32 x 40 + max-pool 2)."""
   frontend = ml_collections.ConfigDict()
   frontend.window_ms = 40.0
   frontend.num_layers = 8
@@ -135,7 +136,7 @@ def wavernn_frontend_config() -> ml_collections.ConfigDict:
 
 
 def trigeorgis_frontend_config() -> ml_collections.ConfigDict:
-  """Trigeorgis et al. 2016 per window: conv 40 x 20 -> pool 2 -> conv 40 x 40 -> channel pool 10."""
+  """Trigeorgis et al. 2016 per window: conv 40x20, pool 2, conv 40x40, channel pool 10."""
   frontend = ml_collections.ConfigDict()
   frontend.window_ms = 40.0
   frontend.features = 40
@@ -208,8 +209,8 @@ def lstm_head_config() -> ml_collections.ConfigDict:
   """SimpleNet-RNN's and WaveRNN's head (Sec. 4.1): two LSTM(64), dense 64."""
   head = ml_collections.ConfigDict()
   head.units = (64, 64)
-  head.scan_over = "time"           # time (paper text) | filters (paper code: time frames as features)
-  head.hidden = (64,)               # paper text ("all fully-connected layers ... 64 units"); code: ()
+  head.scan_over = "time"           # time (paper text) | filters (paper code)
+  head.hidden = (64,)               # paper text (all dense layers of 64 units); code: ()
   head.dropout = 0.0
   head.norm = "batch"               # before the first LSTM: batch | affine (paper code) | none
   return head

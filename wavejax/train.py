@@ -134,8 +134,8 @@ class FoldData:
 
 
 def load_fold_data(config, fold: int) -> FoldData:
-  manifest, waveforms = pipeline.load_dataset(config.data)
-  classes = folds.task_classes(config.task)
+  manifest, waveforms = pipeline.load_dataset(config.data, task=config.task)
+  classes = folds.task_classes(config.task, manifest)
   targets = folds.labels(manifest, config.task)
   split = folds.leave_one_session_out(
       manifest, fold, targets, val_size=config.data.val_size, val_from=config.data.val_from,
@@ -165,6 +165,9 @@ def train_fold(config: ml_collections.ConfigDict, fold: int | None = None,
       logging.info("fold %d: already complete, reading %s", fold, fold_dir / "result.json")
       return results.load_fold(fold_dir / "result.json")
   data = load_fold_data(config, fold)
+  if workdir is not None:
+    folds.write_assignment(data.manifest, pathlib.Path(workdir) / "folds.json",
+                           classes=data.classes)
   result = FoldTrainer(config, data, fold_dir).run()
   if fold_dir is not None:
     results.save_fold(result, fold_dir / "result.json")
@@ -362,7 +365,7 @@ def cross_validate(config: ml_collections.ConfigDict, workdir=None,
   """
   if fold_numbers is None:
     fold_numbers = ([config.fold] if config.fold is not None
-                    else range(1, folds.num_folds(pipeline.load_dataset(config.data)[0]) + 1))
+                    else range(1, folds.num_folds(pipeline.load_dataset(config.data, task=config.task)[0]) + 1))
   fold_results = [train_fold(config, fold, workdir) for fold in fold_numbers]
   summary = results.summarize(fold_results)
   if workdir is not None:

@@ -16,4 +16,5 @@ them end to end.
   bank's cumulative response and the learned spectrogram (Sec. 4.3, Fig. 6).
 - `change_rate`: the mean relative weight change per layer (Sec. 3, Fig. 4) and a tracker the
   trainer calls after every epoch.
+- `common`: what the experiment scripts share (configs by name, JSON of numpy, optional figures).
 """

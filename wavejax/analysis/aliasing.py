@@ -5,8 +5,11 @@ fs / (2p) folds onto lower frequencies, where the next convolution cannot tell i
 low-frequency content. This module pushes test signals through conv -> pool -> conv -> ... stacks
 and reports, per stage, the spectra before and after the pooling and the ALIASED FRACTION: the
 share of the pooled output's power at frequencies where the stage's filtered input had none
-(below -`floor_db` dB of its strongest component). Max pooling adds harmonics too (it is not
-linear); those count as aliased as well, being equally foreign to the input.
+(below -`floor_db` dB of its strongest component). The comparison is made frame by frame (STFT
+bins of equal width and time span before and after pooling), so the folded copy of a chirp counts
+as aliased even though the chirp visits every frequency at some time. Max pooling adds harmonics
+too (it is not linear); those count as aliased as well, being equally foreign to the input, and
+no low-pass before the pool removes them.
 
 Per stage three numbers:
   * `aliased_fraction`: aliased power / output power, new at this stage (mask: the spectrum of
@@ -23,13 +26,14 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-from scipy import signal
+from scipy import ndimage, signal
 
 from wavejax import errors
 from wavejax.analysis import signals
 
 POOLS = ("max", "avg", "stride", "none")
 FLOOR_DB = 50.0
+FRAME = 256  # STFT frame length at the pooled rate (the unpooled frame is `factor` times longer)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,69 +97,98 @@ def ideal_decimate(x: np.ndarray, factor: int) -> np.ndarray:
   return np.fft.irfft(spectrum, len(x))[::factor]
 
 
-def present_mask(power: np.ndarray, floor_db: float = FLOOR_DB, dilate: int = 2) -> np.ndarray:
-  """Bins within `floor_db` of the strongest bin of `power`, widened by `dilate` bins."""
-  mask = power > power.max() * 10**(-floor_db / 10.0) if power.max() > 0 else power > 0
-  if dilate:
-    mask = np.convolve(mask.astype(float), np.ones(2 * dilate + 1), mode="same") > 0
-  return mask
+def present_mask(power: np.ndarray, floor_db: float = FLOOR_DB,
+                 peak: float | None = None) -> np.ndarray:
+  """Time-frequency bins of a `[frames, bins]` power within `floor_db` of `peak` (default: the
+  strongest bin), widened by one frame and two bins against window leakage."""
+  peak = float(power.max()) if peak is None else peak
+  mask = power > peak * 10**(-floor_db / 10.0)
+  return ndimage.binary_dilation(mask, structure=np.ones((3, 5), bool))
 
 
-def aliased_power(output: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
-  """(power of `output` outside the first len(output_spectrum) bins of `mask`, total power)."""
-  _, power = signals.power_spectrum(output, 1.0)
-  mask = mask[:len(power)]
-  if len(mask) < len(power):
-    mask = np.concatenate([mask, np.zeros(len(power) - len(mask), bool)])
-  return float(power[~mask].sum()), float(power.sum())
+def _framing(post_length: int) -> tuple[int, int]:
+  frame = min(FRAME, post_length)
+  return frame, max(1, frame // 4)
+
+
+def aliased_power(pre: np.ndarray, post: np.ndarray, factor: int, floor_db: float = FLOOR_DB,
+                  reference: np.ndarray | None = None) -> tuple[float, float]:
+  """(mean power of `post` in time-frequency bins absent from the mask, mean power of `post`).
+
+  `pre` is the signal before pooling by `factor`, `post` after. The mask is the bins where
+  `pre` has power (frame by frame, so a chirp's folded copy is caught where a whole-signal
+  spectrum would count it as present), or, given `reference` (a signal at the rate of `post`),
+  the bins where `reference` has power above `floor_db` below the stronger of the two peaks.
+  """
+  frame, hop = _framing(len(post))
+  post_power = signals.stft_power(post, frame, hop)
+  pre_power = signals.stft_power(pre, frame * factor, hop * factor)
+  peak = float(pre_power.max())  # over ALL of pre's bins: content above the new Nyquist counts
+  if reference is None:
+    mask_power = pre_power[:, :frame // 2 + 1]
+  else:
+    mask_power = signals.stft_power(reference, frame, hop)
+    peak = max(float(mask_power.max()), peak)
+  count = min(len(post_power), len(mask_power))
+  post_power = post_power[:count]
+  mask = present_mask(mask_power[:count], floor_db, peak)
+  return float(post_power[~mask].sum() / count), float(post_power.sum() / count)
 
 
 def aliased_fraction(pre_pool: np.ndarray, post_pool: np.ndarray, factor: int,
                      floor_db: float = FLOOR_DB) -> float:
-  """Share of `post_pool`'s power at frequencies `pre_pool` (the same signal before pooling by
-  `factor`) has nowhere above -`floor_db` dB: the power pooling created by folding or distortion.
-
-  The two spectra share their bins (bin width fs / N in both), so the mask is the first
-  N / (2 factor) + 1 bins of the pre-pool spectrum.
-  """
-  count = len(pre_pool) // factor
-  _, power = signals.power_spectrum(np.asarray(pre_pool[:count * factor]), 1.0)
-  aliased, total = aliased_power(post_pool, present_mask(power, floor_db))
+  """Share of `post_pool`'s power at time-frequency bins where `pre_pool` (the same signal
+  before pooling by `factor`) has nothing above -`floor_db` dB: the power pooling created by
+  folding (aliasing) or distortion (max pooling's harmonics)."""
+  aliased, total = aliased_power(pre_pool, post_pool, factor, floor_db)
   return aliased / total if total > 0 else 0.0
 
 
 def analyze_stack(x: np.ndarray, sample_rate: float, stages: list[Stage],
                   floor_db: float = FLOOR_DB) -> list[dict]:
-  """Runs `x` through `stages`; per stage its rates, spectra and aliasing numbers.
+  """Runs `x` through `stages`; per stage its rates, signals, spectra and aliasing numbers.
 
-  Returns one dict per stage: `rate_in`, `rate_out` (Hz), `freqs_pre`/`power_pre` (the filtered
-  input, before pooling), `freqs_post`/`power_post` (after pooling), `aliased_fraction`,
-  `cumulative_aliased_fraction`, `aliased_to_input` (see the module docstring).
+  Returns one dict per stage: `rate_in`, `rate_out` (Hz), `signal_pre` (the stage's filtered
+  input, before the anti-aliasing filter and the pooling) and `signal_post` (after pooling),
+  `freqs_pre`/`power_pre` and `freqs_post`/`power_post` (their whole-signal spectra),
+  `aliased_fraction`, `cumulative_aliased_fraction` and `aliased_to_input` (see the module
+  docstring). When an anti-aliasing filter removed nearly everything, the fractions describe
+  the little that is left; read `aliased_to_input` then.
   """
   out, reference, rate = np.asarray(x, np.float64), np.asarray(x, np.float64), float(sample_rate)
   report = []
   for stage in stages:
+    factor = stage.factor if stage.pool != "none" else 1
     if stage.kernel is not None:
       out, reference = filter_same(out, stage.kernel), filter_same(reference, stage.kernel)
-    pre = filter_same(out, antialias_filter(stage.factor)) if stage.antialias else out
-    post = pool(pre, stage.factor, stage.pool)
-    reference = ideal_decimate(reference, stage.factor if stage.pool != "none" else 1)
-    factor = stage.factor if stage.pool != "none" else 1
-    freqs_pre, power_pre = signals.power_spectrum(out[:len(post) * factor], rate)
+    pooled_input = filter_same(out, antialias_filter(factor)) if stage.antialias else out
+    post = pool(pooled_input, factor, stage.pool)
+    pre = out[:len(post) * factor]
+    reference = ideal_decimate(reference, factor)[:len(post)]
+    aliased, total = aliased_power(pre, post, factor, floor_db)
+    cumulative, _ = aliased_power(pre, post, factor, floor_db, reference=reference)
+    freqs_pre, power_pre = signals.power_spectrum(pre, rate)
     freqs_post, power_post = signals.power_spectrum(post, rate / factor)
-    aliased, total = aliased_power(post, present_mask(power_pre, floor_db))
-    _, power_ref = signals.power_spectrum(reference[:len(post)], rate / factor)
-    cumulative, _ = aliased_power(post, present_mask(power_ref, floor_db))
     report.append({
         "rate_in": rate, "rate_out": rate / factor, "pool": stage.pool, "factor": factor,
-        "antialias": stage.antialias, "freqs_pre": freqs_pre, "power_pre": power_pre,
+        "antialias": stage.antialias, "signal_pre": pre, "signal_post": post,
+        "freqs_pre": freqs_pre, "power_pre": power_pre,
         "freqs_post": freqs_post, "power_post": power_post,
         "aliased_fraction": aliased / total if total > 0 else 0.0,
         "cumulative_aliased_fraction": cumulative / total if total > 0 else 0.0,
-        "aliased_to_input": aliased / max(float(power_pre.sum()), 1e-300),
+        "aliased_to_input": aliased / max(float(np.mean(pre**2)), 1e-300),
     })
     out, rate = post, rate / factor
   return report
+
+
+SCALARS = ("rate_in", "rate_out", "pool", "factor", "antialias", "aliased_fraction",
+           "cumulative_aliased_fraction", "aliased_to_input")
+
+
+def scalars(stage: dict) -> dict:
+  """The JSON-friendly numbers of one `analyze_stack` stage."""
+  return {key: stage[key] for key in SCALARS}
 
 
 def probe_signals(sample_rate: float, num_samples: int, rng: np.random.Generator) -> dict:
@@ -172,13 +205,13 @@ def probe_signals(sample_rate: float, num_samples: int, rng: np.random.Generator
   }
 
 
-def pooling_sweep(test: dict, sample_rate: float, factor: int = 2,
+def pooling_sweep(probes: dict, sample_rate: float, factor: int = 2,
                   pools=("max", "avg", "stride"), floor_db: float = FLOOR_DB) -> dict:
-  """One pooling by `factor` of every signal of `test`, each pool kind, with and without an
+  """One pooling by `factor` of every signal of `probes`, each pool kind, with and without an
   anti-aliasing low-pass: `{signal: {pool: {"plain"|"antialias": {aliased_fraction,
   aliased_to_input}}}}`."""
   table = {}
-  for name, x in test.items():
+  for name, x in probes.items():
     table[name] = {}
     for kind in pools:
       table[name][kind] = {}
@@ -191,15 +224,17 @@ def pooling_sweep(test: dict, sample_rate: float, factor: int = 2,
 
 def demo_stages(sample_rate: float = 16000.0, pool_kind: str = "max", antialias: bool = False,
                 taps: int = 101) -> list[Stage]:
-  """Fig. 3's network made deeper: conv (high-pass fs/4-fs/2, filter (1,2)) -> pool 2 -> conv
-  (band-pass fs/16-fs/8 at the new rate) -> pool 2 -> conv (low-pass fs/32, at fs/4)."""
-  nyquist = sample_rate / 2.0
+  """Fig. 3's conv -> pool -> conv network, one pooling deeper, each band straddling the next
+  Nyquist: conv (band-pass fs/16-3fs/8) -> pool 2 -> conv (fs/16-3fs/16, at fs/2) -> pool 2 ->
+  conv (fs/32-3fs/32, at fs/4). At 16 kHz: 1-6 kHz, 1-3 kHz, 0.5-1.5 kHz."""
+  fs = sample_rate
   return [
-      Stage(signal.firwin(taps, nyquist / 2, pass_zero=False, fs=sample_rate), pool_kind, 2,
+      Stage(signal.firwin(taps, [fs / 16, 3 * fs / 8], pass_zero=False, fs=fs), pool_kind, 2,
             antialias),
-      Stage(signal.firwin(taps, [nyquist / 8, nyquist / 4], pass_zero=False, fs=sample_rate / 2),
-            pool_kind, 2, antialias),
-      Stage(signal.firwin(taps, nyquist / 8, fs=sample_rate / 4), "none", 1, antialias),
+      Stage(signal.firwin(taps, [fs / 16, 3 * fs / 16], pass_zero=False, fs=fs / 2), pool_kind,
+            2, antialias),
+      Stage(signal.firwin(taps, [fs / 32, 3 * fs / 32], pass_zero=False, fs=fs / 4), "none", 1,
+            antialias),
   ]
 
 
@@ -221,12 +256,15 @@ def aliasing_verdict(sweep: dict) -> str:
   aliased, and does the anti-aliasing low-pass remove it?"""
   low, high = sweep["tone_low"], sweep["tone_high"]
   kinds = list(low)
-  worst_low = max(low[k]["plain"]["aliased_fraction"] for k in kinds if k != "max")
+  linear = [k for k in kinds if k != "max"]
+  worst_low = max((low[k]["plain"]["aliased_fraction"] for k in linear), default=0.0)
   high_plain = {k: high[k]["plain"]["aliased_fraction"] for k in kinds}
   high_aa = max(high[k]["antialias"]["aliased_to_input"] for k in kinds)
   holds = worst_low < 0.01 and min(high_plain.values()) > 0.5 and high_aa < 1e-3
+  max_note = (f", {low['max']['plain']['aliased_fraction']:.1e} for max (its harmonics)"
+              if "max" in low else "")
   return (f"Sec. 2.2.3 {'holds' if holds else 'does not hold'}: pooling by 2 leaves a tone below "
-          f"the new Nyquist clean (aliased fraction <= {worst_low:.1e} for linear pools, "
-          f"{low['max']['plain']['aliased_fraction']:.1e} for max) but folds a tone above it "
+          f"the new Nyquist clean (aliased fraction <= {worst_low:.1e} for linear pools"
+          f"{max_note}) but folds a tone above it "
           f"(aliased fraction " + ", ".join(f"{k} {v:.2f}" for k, v in high_plain.items()) +
           f"); a low-pass before the pool cuts the aliased power to <= {high_aa:.1e} of the input")

@@ -80,3 +80,20 @@ def power_spectrum(x: np.ndarray, sample_rate: float) -> tuple[np.ndarray, np.nd
   spectrum = np.abs(np.fft.rfft(x * window))**2 / (np.sum(window**2) * len(x))
   spectrum[1:len(x) // 2 + (len(x) % 2)] *= 2.0  # one-sided: fold the negative frequencies
   return np.fft.rfftfreq(len(x), 1.0 / sample_rate), spectrum
+
+
+def stft_power(x: np.ndarray, frame: int, hop: int) -> np.ndarray:
+  """`[frames, frame // 2 + 1]` power of Blackman-Harris windowed frames of `x` (VALID framing).
+
+  Scaled like `power_spectrum` per frame. Frames of a signal and of its decimation by p share
+  their time spans and bins when `frame` and `hop` are p times larger for the undecimated one.
+  """
+  x = np.asarray(x, np.float64)
+  if len(x) < frame:
+    raise errors.ConfigError(f"signal of {len(x)} samples is shorter than one frame of {frame}")
+  count = (len(x) - frame) // hop + 1
+  frames = x[hop * np.arange(count)[:, None] + np.arange(frame)[None, :]]
+  window = signal.windows.blackmanharris(frame, sym=False)
+  power = np.abs(np.fft.rfft(frames * window, axis=1))**2 / (np.sum(window**2) * frame)
+  power[:, 1:frame // 2 + (frame % 2)] *= 2.0
+  return power

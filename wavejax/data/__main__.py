@@ -1,4 +1,4 @@
-"""`python -m wavejax.data summary --dataset=<name> --root=<dir>`: describe a dataset, train nothing.
+"""`python -m wavejax.data summary --dataset=<name> --root=<dir>`: describe a dataset, no training.
 
 Prints counts per class, label, gender, session, speaker and fold, sample-rate / channel / format /
 duration statistics and every problem found (see `wavejax.data.summary`). Without `--root` and
@@ -55,7 +55,9 @@ def scan_with_problems(data) -> tuple:
     return pipeline.load_manifest(data), []
   except errors.MissingAudioError as e:
     data.missing_audio = "skip"
-    return pipeline.load_manifest(data), [("missing", str(e))]
+    manifest = pipeline.load_manifest(data)
+    listed = any("does not exist" in note for note in manifest.notes)  # one note per file
+    return manifest, [] if listed else [("missing", str(e))]
 
 
 def run(command: str) -> dict:

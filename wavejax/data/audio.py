@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import math
 import os
+import re
 
 import numpy as np
 import soundfile
@@ -155,4 +156,5 @@ def _sha1(path) -> str:
 
 def _reason(error: Exception) -> str:
   text = str(error).strip()
-  return text.splitlines()[0] if text else type(error).__name__
+  text = re.sub(r"^Error opening .*?: ", "", text.splitlines()[0]) if text else ""
+  return text or type(error).__name__

@@ -188,6 +188,7 @@ def _decode_to_file(manifest, sample_rate, clip_seconds, path: pathlib.Path,
     else:
       waveforms.flush()
       del waveforms
+      _bad_path(path).unlink(missing_ok=True)  # a stale record from an interrupted run
     os.replace(temporary, path)
   finally:
     for leftover in (temporary, compacted):

@@ -1,4 +1,4 @@
-"""CREMA-D loader: `AudioWAV/{ActorID}_{SEN}_{EMO}_{LVL}.wav` + `VideoDemographics.csv` -> `Manifest`.
+"""CREMA-D loader: `AudioWAV/{ActorID}_{SEN}_{EMO}_{LVL}.wav` + demographics CSV -> `Manifest`.
 
 Layout (REFERENCE.md 3.3): 7442 clips in `AudioWAV/` (16 kHz mono; `AudioMP3/` is not used) by 91
 actors 1001-1091. The name gives actor, sentence (12 codes), emotion (ANG DIS FEA HAP NEU SAD) and

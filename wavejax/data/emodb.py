@@ -27,6 +27,7 @@ EMOTIONS = {"N": "neutral", "F": "happy", "T": "sad", "W": "angry"}
 SPEAKERS = {"03": "M", "08": "F", "09": "F", "10": "M", "11": "M", "12": "M", "13": "F",
             "14": "F", "15": "M", "16": "F"}
 TEXTS = ("a01", "a02", "a04", "a05", "a07", "b01", "b02", "b03", "b09", "b10")
+WAV_FOLDERS = ("wav", "wav_corpus")
 FIVE_FOLDS = {"03": 1, "08": 1, "10": 2, "09": 2, "11": 3, "13": 3, "12": 4, "14": 4, "15": 5,
               "16": 5}
 
@@ -46,6 +47,8 @@ def scan(root, *, num_folds: int = 5) -> Manifest:
   grouping.check_num_folds(num_folds)
   root = corpus.check_dir(root, "EmoDB", "the unpacked EmoDB folder holding wav/")
   files, notes = corpus.walk(root)
+  # Of two copies of a recording, keep the one in the corpus' own wav/ (wav_corpus/) folder.
+  files.sort(key=lambda p: (p.parent.name not in WAV_FOLDERS, len(p.parts), p))
   groups = (FIVE_FOLDS if num_folds == 5
             else grouping.speaker_folds(list(SPEAKERS), list(SPEAKERS.values()), num_folds))
   parsed, seen = [], {}
@@ -69,6 +72,7 @@ def scan(root, *, num_folds: int = 5) -> Manifest:
   utterances = [_utterance(path, match, groups, duration)
                 for (path, match), duration in zip(parsed, durations)]
   utterances.sort(key=lambda u: (u.speaker, u.utt_id))
+  notes.sort()
   corpus.log_notes("emodb", notes)
   return Manifest(tuple(utterances), dataset="emodb", root=str(root),
                   label_set=tuple(sorted(LABELS.values())), notes=tuple(notes))

@@ -22,6 +22,7 @@ import os
 import pathlib
 
 import numpy as np
+from absl import logging
 
 from wavejax import errors
 from wavejax.data.manifest import EMOTIONS, GENDERS, UNKNOWN, Manifest
@@ -146,14 +147,22 @@ def read_assignment(path) -> dict[str, int]:
 
 
 def apply_assignment(manifest: Manifest, path) -> Manifest:
-  """The manifest with every utterance's session taken from the fold assignment file `path`."""
+  """The manifest with each utterance's session taken from the fold assignment file `path`.
+
+  The file defines the experiment: utterances it does not list (files added since, or files a
+  `bad_audio="skip"` run dropped) are left out, with a logged count.
+  """
   assignment = read_assignment(path)
   absent = [u.utt_id for u in manifest if u.utt_id not in assignment]
-  if absent:
+  if len(absent) == len(manifest):
     raise errors.DatasetError(
-        f"{path}: {len(absent)} utterance(s) of {manifest.dataset} (first: {absent[0]}) are not in "
-        "the fold assignment; regenerate it or unset config.data.fold_assignment")
-  return manifest.replace(dataclasses.replace(u, session=assignment[u.utt_id]) for u in manifest)
+        f"{path}: none of the {len(manifest)} utterances of {manifest.dataset} is in the fold "
+        "assignment; it was written for other data (unset config.data.fold_assignment)")
+  if absent:
+    logging.warning("%s: %d utterance(s) of %s are not in the fold assignment and are left out "
+                    "(first: %s)", path, len(absent), manifest.dataset, absent[0])
+  return manifest.replace(dataclasses.replace(u, session=assignment[u.utt_id])
+                          for u in manifest if u.utt_id in assignment)
 
 
 def leave_one_session_out(manifest: Manifest, fold: int, targets: np.ndarray, *,

@@ -203,6 +203,7 @@ def _utterances(path, rows, columns, notes, missing) -> list[Utterance]:
       continue
     if not os.path.lexists(audio):
       missing.append(audio)
+      notes.append(f"{audio}: listed at line {line} but does not exist")
       continue
     utterances.append(utt)
   durations = corpus.durations(u.path for u in utterances)

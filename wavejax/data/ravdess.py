@@ -49,6 +49,8 @@ def scan(root, *, calm_as_neutral: bool = False, num_folds: int = 5) -> Manifest
                              "actor pairs, so at most that many folds")
   root = corpus.check_dir(root, "RAVDESS", "the folder holding Actor_01 ... Actor_24")
   files, notes = corpus.walk(root)
+  # Of two copies of a file, keep the one in its own Actor_XX folder, then the shallower one.
+  files.sort(key=lambda p: (p.parent.name != f"Actor_{p.name[-6:-4]}", len(p.parts), p))
   emotions = dict(EMOTIONS, **({"02": "neutral"} if calm_as_neutral else {}))
   parsed, seen = [], {}
   for path in files:
@@ -67,6 +69,7 @@ def scan(root, *, calm_as_neutral: bool = False, num_folds: int = 5) -> Manifest
   utterances = [_utterance(path, fields, emotions, duration, num_folds)
                 for (path, fields), duration in zip(parsed, durations)]
   utterances.sort(key=lambda u: (u.speaker, u.utt_id))
+  notes.sort()
   corpus.log_notes("ravdess", notes)
   return Manifest(tuple(utterances), dataset="ravdess", root=str(root),
                   label_set=tuple(sorted(LABELS.values())), notes=tuple(notes))

@@ -33,7 +33,8 @@ def summarize(manifest: Manifest, task: str = "emotion", *, clip_seconds: float 
     fold_assignment: a folds.json whose groups replace the loader's (`folds.apply_assignment`).
   """
   found = [{"kind": kind, "message": message} for kind, message in problems]
-  found += [{"kind": "not used", "message": note} for note in manifest.notes]
+  found += [{"kind": "missing" if "does not exist" in note else "not used", "message": note}
+            for note in manifest.notes]
   reports = inspect_files(manifest, num_workers)
   found += _file_problems(manifest, reports)
   selected, outside = _select(manifest, task, found)
@@ -98,12 +99,13 @@ def _duplicates(manifest: Manifest, reports) -> list[dict]:
     if report.sha1:
       by_hash[report.sha1].append(utt)
   for same in by_hash.values():
-    paths = sorted({u.path for u in same})
-    if len(paths) > 1:
-      labels = sorted({u.label for u in same})
-      conflict = f"; labels differ: {labels}" if len(labels) > 1 else ""
-      found.append({"kind": "duplicate", "message": f"{paths[0]}: same audio content as "
-                                                    f"{', '.join(paths[1:])}{conflict}"})
+    first = min(same, key=lambda u: u.path)
+    for utt in sorted(same, key=lambda u: u.path):
+      if utt.path != first.path:
+        conflict = (f" but is labelled {utt.label!r}, not {first.label!r}"
+                    if utt.label != first.label else "")
+        found.append({"kind": "duplicate", "message": f"{utt.path}: same audio content as "
+                                                      f"{first.path}{conflict}"})
   return found
 
 

@@ -58,7 +58,7 @@ def window_frames(waveforms: jax.Array, window: int, kernel_size: int, padding: 
 
 
 def split_windows(waveforms: jax.Array, window: int) -> jax.Array:
-  """`[B, T]` -> `[B, T // window, window]` (Sec. 2.2.1); a tail shorter than a window is dropped."""
+  """`[B, T]` -> `[B, T // window, window]` (Sec. 2.2.1), dropping a tail shorter than a window."""
   return window_frames(waveforms, window, 1, "window")
 
 
@@ -171,13 +171,13 @@ def _check_pooled_length(length: int, pool: int, num_layers: int) -> None:
 
 
 class WaveRNNFrontend(nn.Module):
-  """The paper's WaveRNN front-end (Sec. 2.2, 4.1; REFERENCE "Which WaveRNN"): `[B, T]` -> `[B, W, D]`.
+  """The paper's WaveRNN front-end (Sec. 2.2, 4.1): `[B, T]` -> `[B, windows, D]`.
 
   Each 40 ms window is processed on its own ('same' padding inside the window) by `num_layers`
   blocks of [1-D convolution (32 filters of 40 taps, Xavier/Glorot-uniform initialised, ReLU) ->
   max-pooling by 2], the paper's "16-layer front-end" (8 convolutions, 8 poolings), as in its
-  code's `waveCNN.py`. The pooled output of every window is flattened to one feature vector:
-  640 samples -> 2 steps x 32 filters = 64 features per window at 16 kHz.
+  code's `waveCNN.py` (REFERENCE "Which WaveRNN"). The pooled output of every window is flattened
+  to one feature vector: 640 samples -> 2 steps x 32 filters = 64 features per window at 16 kHz.
 
   `kernel_init` etc. set the first (single-channel, FIR-like) convolution's initialiser (see
   `kernel_initializer`); the deeper ones are always Glorot, as in the paper.
@@ -210,7 +210,7 @@ class WaveRNNFrontend(nn.Module):
 
 
 class TrigeorgisFrontend(nn.Module):
-  """Trigeorgis et al. 2016 ("Adieu features?", ICASSP) per-window front-end: `[B, T]` -> `[B, W, D]`.
+  """Trigeorgis et al. 2016 ("Adieu features?", ICASSP) per window: `[B, T]` -> `[B, windows, D]`.
 
   Per 40 ms window ('same' padding inside the window): conv (40 filters of 20 taps, ReLU) ->
   max-pool by 2 in time -> conv (40 filters of 40 taps, ReLU) -> max-pool ACROSS channels by 10

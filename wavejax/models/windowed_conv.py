@@ -4,30 +4,39 @@
 Flax/`lax` convention), adds a bias, applies an optional ReLU and returns the mean absolute value of
 each filter's output over the window: one "energy" per filter per window.
 
-Methods (all numerically equal; `tests/test_windowed_conv.py` checks them against numpy):
+Methods (numerically equal; `tests/test_windowed_conv.py` checks them against numpy):
 
 * `"conv"`: `lax.conv_general_dilated` + plain autodiff, the reference.
 * `"toeplitz"`: block-Toeplitz matmul. The L outputs of a window are cut into blocks of P; a
-  sub-frame of P + K - 1 samples at stride P times a banded `[P + K, P * F]` weight built from the
-  kernel (its last row holds the bias, matched by a column of ones in the sub-frames) gives a whole
-  block of outputs in one matmul, which XLA:CPU fuses with the activation, |.| and the window sum.
-  A `jax.custom_vjp` saves only the sign of every output (int8) and returns the weight gradient as
-  ONE matmul `sub_frames^T @ dY` (the kernel gradient is that folded onto the K taps, by autodiff of
-  the band construction; the bias gradient comes out of the ones column); the sub-frame gradient
-  `dY @ W^T` (saliency) is computed only when the frames are differentiated. Windows are processed
-  in chunks (a `lax.scan`) so that each chunk's `[chunk, L, F]` output stays in cache.
+  sub-frame of P + K - 1 samples at stride P (plus a trailing 1) times a banded `[P + K, P * F]`
+  weight (W[j, p*F + f] = kernel[j - p, f], last row = bias) gives a block of outputs per row of
+  one matmul, which XLA:CPU (YNNPACK) fuses with |.| and the window sum. Windows go through a
+  `lax.scan` in chunks of ~100, so a chunk's `[chunk, L, F]` outputs (16 MB in f32) stay in cache.
+  A `jax.custom_vjp` keeps only d|act(y)|/dy as int8 (sign or ReLU mask) and computes the weight
+  gradient as ONE matmul per chunk, `sub_frames^T @ dY`, with the transposed sub-frames built
+  directly (YNNPACK takes `[J, M] @ [M, N]` but not a transposed left operand); autodiff of the band
+  construction folds it onto the K taps (reshape + sum), the ones column yields the bias gradient,
+  and `dY @ W^T` overlap-added onto the frames (saliency) is computed only when the frames are
+  differentiated (`symbolic_zeros`).
 * `"auto"`: see `resolve_method`.
 
-Measured on the project's 2-core Sapphire Rapids machine (XLA:CPU, JAX 0.10.2; jitted f32 matmul
-4096^2 ~300 GFLOP/s; `experiments/benchmark.py`, batch 32 x 150 windows, L=640, K=256, F=64),
-utterances/s, forward / forward + kernel gradient:
+Measured on the project's 2-core Sapphire Rapids machine (XLA:CPU, JAX 0.10.2),
+`experiments/benchmark.py`, batch 32 x 6 s (150 windows of 640), K=256, F=64; utterances/s,
+forward / forward + kernel gradient (direct-conv work 3.15 / 6.29 GFLOP per utterance):
 
-  conv      40 / 13       (XLA convolution)
-  toeplitz  70 / 31       (P=32: 12.5 % extra FLOPs; ~250 GFLOP/s of matmul work)
+  method     float32 inputs               bfloat16 frames + kernel
+  conv        47 / 19.6  (47 % / 40 %)     46 / 20   (XLA's convolution ignores AMX)
+  toeplitz    78 / 32.8  (79 % / 67 %)    250 / 69   (AMX matmuls, memory-bound rest)
 
-The notes' 17.9 utt/s forward + gradient came from materialising the `[N, L, F]` output and its
-cotangent in f32 for the whole batch and recomputing it; here the forward keeps an int8 sign and the
-backward builds `dY` chunk by chunk right before its matmul.
+  (%: useful FLOP/s over the jitted 4096^2 f32 matmul, 309 GFLOP/s in that run; bf16 1141.
+  The f32 ceiling of the direct work is 98 / 49 utt/s; P=32 adds 12.5 % matmul work.)
+
+Why the notes' Toeplitz reached 58 / 17.9: it multiplied the whole batch at once, so the
+`[N, L, F]` output and its cotangent (196 MB per 8 utterances in f32, each) went through memory
+and fresh allocations; the same code unchunked measures 19 utt/s forward + gradient here, 34 in
+chunks. Residual choice, measured (batch 8, f32 / bf16, fwd + grad utt/s): int8 sign 33.5 / 66;
+2-bit packed sign 31 / 57 (unpacking costs more than it saves); f32 y 30 / 44; recompute y in
+the backward 23 / 27.
 """
 
 from __future__ import annotations
@@ -67,7 +76,12 @@ def filter_energy(frames: jax.Array, kernel: jax.Array, bias: jax.Array, *,
 
   Returns:
     `[N, F]` float32 energies. float32 and bfloat16 inputs are accepted; when frames and kernel
-    are both bfloat16 the products run in bfloat16 with float32 accumulation.
+    are both bfloat16 the products run in bfloat16 with float32 accumulation (on this CPU that
+    runs on AMX, ~4x the float32 matmul rate), and the gradients come back in bfloat16.
+
+  Reverse-mode differentiable in frames, kernel and bias (`jax.grad`, under `jit`, `vmap`,
+  `jax.checkpoint` and a batch sharded over devices); "toeplitz" is a `custom_vjp`, so it has no
+  forward mode (`jvp`, `jacfwd`) and no second derivatives: use "conv" for those.
 
   Raises:
     errors.ConfigError: on a bad shape, dtype, activation or method.
@@ -83,10 +97,12 @@ def resolve_method(method: str, length: int, taps: int, filters: int) -> str:
   """The method "auto" stands for, given the backend and the shape; other names pass through.
 
   CPU: "toeplitz". Measured on the project's machine (f32, L=640, utterances of 150 windows/s,
-  forward and forward + kernel gradient, conv -> toeplitz): K=256 F=64 (paper) 40 -> 75 and
-  21 -> 35; K=8 F=64 56 -> 210 and 38 -> 77; K=64 F=64 53 -> 124 and 31 -> 55; K=1024 F=64
-  17 -> 19 and 8 -> 11; K=256 F=8 190 -> 290 and 68 -> 118; K=64 F=8 410 -> 640 and
-  143 -> 264. No measured shape favoured "conv", so the shape does not enter the rule.
+  forward and forward + kernel gradient, conv -> toeplitz, batch 8 for the paper's shape, 4 for
+  the others): K=256 F=64 (paper) 40 -> 75 and 21 -> 35; K=8 F=64 56 -> 210 and 38 -> 77;
+  K=64 F=64 53 -> 124 and 31 -> 55; K=1024 F=64 17 -> 19 and 8 -> 11; K=256 F=8 190 -> 290
+  and 68 -> 118; K=64 F=8 410 -> 640 and 143 -> 264. At one utterance (150 windows) the
+  forward is a tie (~60 each), forward + gradient still 30 vs 22. No measured shape favoured
+  "conv" enough to enter the rule.
   GPU/TPU: "conv" (the vendor convolution); the Toeplitz path was not measured there.
   """
   if method != "auto":
@@ -143,8 +159,8 @@ def _compute_dtype(frames, kernel):
 
 
 def _pool(y, activation):
-  """|act(y)|, elementwise."""
-  return jnp.maximum(y, 0.0) if activation == "relu" else jnp.abs(y)
+  """|act(y)|, elementwise; `jax.nn.relu` (derivative 0 at 0) or `jnp.abs` (+1 at 0)."""
+  return jax.nn.relu(y) if activation == "relu" else jnp.abs(y)
 
 
 def _conv_energy(frames, kernel, bias, activation):
@@ -166,6 +182,8 @@ def _toeplitz_energy(frames, kernel, bias, activation, block_size, chunk_size):
   """Chunks the frames, builds the banded weight and runs the custom-VJP core."""
   taps, filters = kernel.shape
   num, frame_len = frames.shape
+  if num == 0:
+    return jnp.zeros((0, filters), jnp.float32)
   length = frame_len - taps + 1
   block = min(block_size or default_block_size(length, taps, filters), length)
   num_blocks = -(-length // block)
@@ -295,11 +313,15 @@ def _energy_from_outputs(config, y):
 
 
 def _signs(config, y):
-  """d|act(y)|/dy as int8: sign(y) ("none") or 1[y > 0] ("relu"); 0 at padded outputs."""
+  """d|act(y)|/dy as int8, 0 at padded outputs.
+
+  Autodiff's conventions at y = 0, which zero-padded audio with a zero bias hits exactly:
+  `jnp.abs` has derivative +1 there, `jax.nn.relu` 0.
+  """
   if config.activation == "relu":
     s = (y > 0).astype(jnp.int8)
   else:
-    s = jnp.sign(y).astype(jnp.int8)
+    s = jnp.where(y >= 0, jnp.int8(1), jnp.int8(-1))
   mask = _valid_mask(config)
   return s if mask is None else jnp.where(mask, s, jnp.int8(0))
 

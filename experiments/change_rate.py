@@ -1,0 +1,131 @@
+r"""Fig. 4 (Sec. 3) measured: how much each layer's weights change per epoch, per model.
+
+  python -m experiments.change_rate --workdir=runs/change_rate                  # a few minutes
+  python -m experiments.change_rate --workdir=runs/change_rate --preset=smoke   # seconds
+  python -m experiments.change_rate --workdir=runs/cr --models=simplenet_cnn,soundnet,wavernn
+
+Trains each model on one fold of the built-in corpus with the normal trainer, recording after
+every epoch the paper's mean change rate mean |(w_i - w_{i-1}) / w_{i-1}| of every kernel
+(`wavejax.analysis.change_rate.ChangeRateTracker`; the relative norm change beside it). The paper
+plots it per iteration; here it is per epoch, i.e. over all the steps of an epoch. Fig. 4's claim:
+SoundNet's convolutions change little, SimpleNet's filters change much more. Writes
+`change_rate.json` and PNG/PDF figures into --workdir.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import sys
+
+from absl import app, flags
+
+from wavejax import config as wavejax_config
+from wavejax import errors, plots, train
+from wavejax.analysis import change_rate, common
+
+PRESETS = {
+    "full": {"data.builtin.utterances_per_speaker": 20, "data.builtin.clip_seconds": 2.0,
+             "train.num_epochs": 6},
+    "smoke": {"data.builtin.utterances_per_speaker": 6, "data.builtin.clip_seconds": 1.0,
+              "data.val_size": 4, "train.batch_size": 8, "train.num_epochs": 2},
+}
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Where the JSON and the figures go.")
+_MODELS = flags.DEFINE_list("models", ["simplenet_cnn", "soundnet"], "Models (configs/<name>.py).")
+_PRESET = flags.DEFINE_enum("preset", "full", list(PRESETS), "Size preset.")
+_FOLD = flags.DEFINE_integer("fold", 1, "Fold to train.")
+_EPOCHS = flags.DEFINE_integer("epochs", None, "Override train.num_epochs.")
+
+
+class TrackingTrainer(train.FoldTrainer):
+  """`train.FoldTrainer` that records every kernel's change rate after each epoch into the
+  epoch's record (`record["change_rate"]`), as `config.train.track_change_rate` would."""
+
+  def __init__(self, config, data, fold_dir=None):
+    super().__init__(config, data, fold_dir)
+    self.tracker = change_rate.ChangeRateTracker()
+
+  def restore(self) -> int:
+    epoch = super().restore()
+    self.tracker.update(epoch, self.state.params)  # the baseline
+    return epoch
+
+  def after_epoch(self, epoch: int, record: dict) -> None:
+    record["change_rate"] = self.tracker.update(epoch, self.state.params)
+    super().after_epoch(epoch, record)
+
+
+def train_model(name: str) -> dict:
+  overrides = dict(PRESETS[_PRESET.value])
+  if _EPOCHS.value:
+    overrides["train.num_epochs"] = _EPOCHS.value
+  config = wavejax_config.resolve(common.load_config(name, overrides))
+  data = train.load_fold_data(config, _FOLD.value)
+  trainer = TrackingTrainer(config, data)
+  result = trainer.run()
+  return {"history": trainer.tracker.history,
+          "mean_rate": change_rate.mean_rates(trainer.tracker.history),
+          "mean_relative_norm": change_rate.mean_rates(trainer.tracker.history, "relative_norm"),
+          "test_wa": result.test["wa"], "train_accuracy": result.train_accuracy}
+
+
+def is_filter_layer(layer: str) -> bool:
+  """The front-end's filters: SimpleNet's `frontend` kernel or a stack's `frontend/Conv_<k>`."""
+  return layer == "frontend" or layer.startswith("frontend/")
+
+
+def filter_rates(run: dict, key: str, count: int = 6) -> dict:
+  """The front-end kernels' mean rates (`key`: "mean_rate" or "mean_relative_norm"), at most
+  `count` of them (Fig. 4 shows SoundNet's first 6 convolutions)."""
+  return dict([(k, v) for k, v in run[key].items() if is_filter_layer(k)][:count])
+
+
+def verdict(runs: dict) -> str:
+  """Fig. 4: SimpleNet's filters change more per epoch than SoundNet's first 6 convolutions, by
+  the paper's mean |dw / w| and by the relative norm change ||dw|| / ||w|| (robust to weights
+  near 0, which dominate the paper's mean of ratios)."""
+  if "simplenet_cnn" not in runs or "soundnet" not in runs:
+    return "change rate per epoch of the front-end kernels: " + "; ".join(
+        f"{name} " + ", ".join(f"{k} {v:.3g}" for k, v in filter_rates(run, "mean_rate").items())
+        for name, run in runs.items())
+  parts, held = [], []
+  for key, label in (("mean_rate", "mean |dw/w|"), ("mean_relative_norm", "||dw||/||w||")):
+    simple = runs["simplenet_cnn"][key].get("frontend", 0.0)
+    sound = list(filter_rates(runs["soundnet"], key).values())
+    held.append(bool(sound) and simple > max(sound))
+    parts.append(f"{label}: SimpleNet's filters {simple:.3g} vs SoundNet's first {len(sound)} "
+                 f"convolutions {min(sound, default=0):.3g}-{max(sound, default=0):.3g}")
+  state = "holds" if all(held) else ("partly holds" if any(held) else "does not hold")
+  return f"Fig. 4 {state} (mean per epoch): " + "; ".join(parts)
+
+
+def main(argv) -> int:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not _WORKDIR.value:
+    raise app.UsageError("--workdir is required")
+  workdir = pathlib.Path(_WORKDIR.value)
+  figures = common.Figures(workdir)
+  common.enable_compilation_cache(workdir / "jax_cache")
+  try:
+    runs = {name: train_model(name) for name in _MODELS.value}
+  except errors.WavejaxError as e:
+    print(f"wavejax: error: {e}", file=sys.stderr)
+    return 1
+  figures.save(plots.change_rate_figure, "change_rate",
+               {name: run["history"] for name, run in runs.items()})
+  figures.save(plots.change_rate_figure, "change_rate_relative_norm",
+               {name: run["history"] for name, run in runs.items()}, "relative_norm")
+  line = verdict(runs)
+  report = {"preset": _PRESET.value, "fold": _FOLD.value, "models": runs, "verdict": line,
+            "figures": figures.paths}
+  path = common.write_json(workdir / "change_rate.json", report)
+  print(line)
+  print(f"Numbers: {path}")
+  if figures.paths:
+    print("Figures: " + ", ".join(p for p in figures.paths if p.endswith(".png")))
+  return 0
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,141 @@
+r"""Fig. 6 (Sec. 4.3) measured: what SimpleNet's filters learned.
+
+  python -m experiments.filters --workdir=runs/filters --run=runs/emotion   # a trained run
+  python -m experiments.filters --workdir=runs/filters                      # trains one first
+  python -m experiments.filters --workdir=runs/filters --preset=smoke       # seconds
+
+With `--run`, analyses that run's best checkpoint (`--fold`, default the first fold that has
+one) against the filters it started from (re-initialised exactly as the trainer did). Without it,
+first trains SimpleNet-CNN (or `--model`) on one fold of the built-in corpus into
+`<workdir>/run` (a rerun resumes or reuses it).
+
+Reports, per filter, the centre-frequency, bandwidth and weight drift, the share of each filter's
+response that moved below its initial band (Fig. 6: "adding more passbands at low frequency"),
+the bank's cumulative frequency response, and the learned spectrogram of one utterance
+(`--utterance`: an utterance id of the run's corpus or a wav path; default the first test
+utterance of the fold). Writes `filters.json` and PNG/PDF figures into --workdir.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import sys
+
+import numpy as np
+from absl import app, flags
+
+from wavejax import errors, plots, predict, train
+from wavejax.analysis import common, learned_filters
+from wavejax.data import audio
+
+PRESETS = {
+    "full": {"data.builtin.utterances_per_speaker": 20, "data.builtin.clip_seconds": 2.0,
+             "train.num_epochs": 8},
+    "smoke": {"data.builtin.utterances_per_speaker": 6, "data.builtin.clip_seconds": 1.0,
+              "data.val_size": 4, "train.batch_size": 8, "train.num_epochs": 1},
+}
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Where the JSON and the figures go.")
+_RUN = flags.DEFINE_string("run", None, "A trained run's workdir (default: train one).")
+_FOLD = flags.DEFINE_integer("fold", None, "Fold of --run (default: first with a checkpoint).")
+_MODEL = flags.DEFINE_string("model", "simplenet_cnn", "Model to train when --run is not given.")
+_PRESET = flags.DEFINE_enum("preset", "full", list(PRESETS), "Size of the run trained here.")
+_UTTERANCE = flags.DEFINE_string("utterance", None, "Utterance id or wav path for the learned "
+                                 "spectrogram (default: the fold's first test utterance).")
+_SELECTED = flags.DEFINE_integer("num_selected", 4, "Filters shown in time and frequency.")
+
+
+def train_run(workdir: pathlib.Path) -> pathlib.Path:
+  """Trains fold 1 of the built-in corpus into `workdir/run` (resumes or reuses it)."""
+  config = common.load_config(_MODEL.value, PRESETS[_PRESET.value])
+  run = workdir / "run"
+  train.train_fold(config, 1, workdir=run)
+  return run
+
+
+def pick_utterance(loaded: predict.LoadedModel, choice: str | None) -> tuple[str, np.ndarray]:
+  """(name, waveform) of `choice` (a wav path or an utterance id), default the first test one."""
+  if choice and pathlib.Path(choice).is_file():
+    return choice, audio.load(choice, loaded.sample_rate, loaded.clip_seconds)
+  data = train.load_fold_data(loaded.config, loaded.fold)
+  if choice is None:
+    index = int(data.split.test[0])
+  else:
+    ids = [u.utt_id for u in data.manifest]
+    if choice not in ids:
+      raise errors.ConfigError(f"--utterance={choice!r} is neither a file nor an utterance id of "
+                               f"the run's corpus ({data.manifest.root})")
+    index = ids.index(choice)
+  utterance = data.manifest[index]
+  label = utterance.label or utterance.emotion
+  return f"{utterance.utt_id} ({label})", np.asarray(data.waveforms[index])
+
+
+def analyse(loaded: predict.LoadedModel, figures: common.Figures) -> dict:
+  initial_vars = predict.init_variables(loaded.model, loaded.config, loaded.num_samples,
+                                        loaded.fold)
+  initial = learned_filters.frontend_kernel(loaded.model, initial_vars["params"])
+  trained = learned_filters.frontend_kernel(loaded.model, loaded.variables["params"])
+  rate = loaded.sample_rate
+  edges = learned_filters.initial_band_edges(loaded.config.model)
+  drift = learned_filters.drift(initial, trained, rate, edges)
+  order = np.argsort(drift["per_filter"]["centroid_initial_hz"])
+  selected = [int(order[i]) for i in learned_filters.select_filters(len(order),
+                                                                      _SELECTED.value)]
+  freqs, cumulative_initial = learned_filters.cumulative_response(initial, rate)
+  _, cumulative_trained = learned_filters.cumulative_response(trained, rate)
+  gains = learned_filters.cumulative_gain_by_band(
+      initial, trained, rate, tuple(np.array([0, 1, 2, 4, 8]) * rate / 16))
+  name, waveform = pick_utterance(loaded, _UTTERANCE.value)
+  initial_model_vars = {k: v for k, v in initial_vars.items() if k == "params" or v}
+  spec_initial = learned_filters.learned_spectrogram(loaded.model, initial_model_vars, waveform)
+  spec_trained = learned_filters.learned_spectrogram(loaded.model, loaded.variables, waveform)
+  window_ms = loaded.config.model.frontend.get("window_ms", 40.0)
+  figures.save(plots.filters_figure, "fig6_filters", initial, trained, rate, selected)
+  figures.save(plots.drift_figure, "filter_drift", drift)
+  figures.save(plots.cumulative_response_figure, "cumulative_response", freqs,
+               cumulative_initial, cumulative_trained)
+  figures.save(plots.learned_spectrogram_figure, "learned_spectrogram", spec_initial,
+               spec_trained, window_ms, f"{name}, {loaded.config.model.name}")
+  step = max(1, len(freqs) // 256)
+  return {
+      "run": str(loaded.workdir), "fold": loaded.fold, "epoch": loaded.epoch,
+      "model": loaded.config.model.name, "sample_rate": rate, "kernel_shape": list(trained.shape),
+      "selected_filters": selected, "drift": drift,
+      "cumulative_response": {"freqs_hz": freqs[::step],
+                              "initial_db": 10 * np.log10(cumulative_initial[::step] + 1e-20),
+                              "trained_db": 10 * np.log10(cumulative_trained[::step] + 1e-20)},
+      "cumulative_gain_db": gains,
+      "utterance": name,
+      "learned_spectrogram": {"initial": spec_initial, "trained": spec_trained},
+      "verdicts": [drift["verdict"], learned_filters.cumulative_verdict(gains)],
+  }
+
+
+def main(argv) -> int:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not _WORKDIR.value:
+    raise app.UsageError("--workdir is required")
+  workdir = pathlib.Path(_WORKDIR.value)
+  predict.quiet_orbax()
+  figures = common.Figures(workdir)
+  try:
+    run = pathlib.Path(_RUN.value) if _RUN.value else train_run(workdir)
+    loaded = predict.load_model(run, _FOLD.value)
+    report = analyse(loaded, figures)
+  except errors.WavejaxError as e:
+    print(f"wavejax: error: {e}", file=sys.stderr)
+    return 1
+  report["figures"] = figures.paths
+  path = common.write_json(workdir / "filters.json", report)
+  for line in report["verdicts"]:
+    print(line)
+  print(f"Numbers: {path}")
+  if figures.paths:
+    print("Figures: " + ", ".join(p for p in figures.paths if p.endswith(".png")))
+  return 0
+
+
+if __name__ == "__main__":
+  app.run(main)

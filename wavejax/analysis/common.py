@@ -1,0 +1,79 @@
+"""Plumbing shared by the analysis experiments: configs by path, JSON of numpy, figures if possible."""
+
+from __future__ import annotations
+
+import importlib.util
+import pathlib
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+from wavejax import config as wavejax_config
+from wavejax import errors, plots, results
+
+CONFIGS = pathlib.Path(__file__).resolve().parents[2] / "configs"
+
+
+def load_config(model: str, overrides: dict | None = None,
+                configs_dir=CONFIGS) -> ml_collections.ConfigDict:
+  """`configs/<model>.py:get_config()` with dotted-field `overrides` applied."""
+  path = pathlib.Path(configs_dir) / f"{model}.py"
+  if not path.exists():
+    available = sorted(p.stem for p in pathlib.Path(configs_dir).glob("*.py")
+                       if p.stem not in ("__init__", "base"))
+    raise errors.ConfigError(f"{path}: no such model config; choose one of {available}")
+  spec = importlib.util.spec_from_file_location(f"wavejax_analysis_config_{model}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  for dotted, value in (overrides or {}).items():
+    wavejax_config.set_field(config, dotted, value)
+  return config
+
+
+def to_jsonable(value):
+  """Nested dicts/lists of numpy arrays and scalars -> plain JSON types."""
+  if isinstance(value, dict):
+    return {str(k): to_jsonable(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [to_jsonable(v) for v in value]
+  if isinstance(value, np.ndarray):
+    return value.tolist()
+  if isinstance(value, np.generic):
+    return value.item()
+  return value
+
+
+def write_json(path, data) -> str:
+  results.write_json(path, to_jsonable(data))
+  return str(path)
+
+
+class Figures:
+  """Saves figures when matplotlib is installed; otherwise says once how to get them."""
+
+  def __init__(self, directory):
+    self.directory = pathlib.Path(directory)
+    self.paths: list[str] = []
+    self._warned = False
+
+  def save(self, make, name: str, *args, **kwargs) -> list[str]:
+    """`plots.save(make(*args, **kwargs), directory / name)`, or nothing without matplotlib."""
+    if not plots.available():
+      if not self._warned:
+        logging.warning("no figures: matplotlib is not installed (%s); the JSON has all numbers",
+                        plots.INSTALL_HINT)
+        self._warned = True
+      return []
+    written = plots.save(make(*args, **kwargs), self.directory / name)
+    self.paths += written
+    return written
+
+
+def enable_compilation_cache(directory) -> None:
+  """JAX's persistent compilation cache in `directory`: repeated trainings (several seeds or
+  models in one experiment) reuse compiled steps instead of recompiling them."""
+  jax.config.update("jax_compilation_cache_dir", str(directory))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)

@@ -1,0 +1,258 @@
+"""What the front-end's filters learned (paper Sec. 4.3, Fig. 6).
+
+Fig. 6 shows four SimpleNet filters before and after training, in time and frequency: the filters
+with high centre frequencies "change significantly from their initial states compared to the
+filter with low center frequency ... and their change in the frequency domain is adding more
+passbands at low frequency". This module measures that for every filter of a bank:
+
+* `frequency_response`, `filter_stats`: |H| of each kernel; its peak, centroid (power-weighted
+  mean frequency) and equivalent rectangular bandwidth (integral of |H|^2 over max |H|^2);
+* `drift`: per filter, the change of those between two banks, the relative weight change
+  ||w - w0|| / ||w0|| and the share of |H|^2 below the filter's initial band (the "passbands at
+  low frequency"), with a summary and a one-line verdict;
+* `cumulative_response`: the bank's summed power response (which frequencies the front-end
+  passes at all);
+* `learned_spectrogram`: the front-end's `[windows, filters]` output for one waveform;
+* `frontend_kernel`: the `[taps, filters]` kernel of a model's first filter bank (SimpleNet,
+  SpecNet, the first convolution of WaveRNN/SoundNet stacks, SincNet, LEAF).
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from scipy import stats
+
+from wavejax import errors, filters
+
+
+def frequency_response(kernel: np.ndarray, sample_rate: float,
+                       num_freqs: int = 1025) -> tuple[np.ndarray, np.ndarray]:
+  """(freqs [W] Hz, |H| [W, F]) of a `[taps, F]` bank on W points from 0 to Nyquist."""
+  kernel = _as_bank(kernel)
+  n_fft = max(2 * (num_freqs - 1), kernel.shape[0])
+  magnitude = np.abs(np.fft.rfft(kernel, n=n_fft, axis=0))
+  return np.fft.rfftfreq(n_fft, 1.0 / sample_rate)[:num_freqs], magnitude[:num_freqs]
+
+
+def _as_bank(kernel) -> np.ndarray:
+  kernel = np.asarray(kernel, np.float64)
+  if kernel.ndim == 3 and kernel.shape[1] == 1:
+    kernel = kernel[:, 0]
+  if kernel.ndim == 1:
+    kernel = kernel[:, None]
+  if kernel.ndim != 2:
+    raise errors.ConfigError(f"a filter bank must be [taps, filters], got shape {kernel.shape}")
+  return kernel
+
+
+def filter_stats(kernel: np.ndarray, sample_rate: float) -> dict:
+  """Per filter of a `[taps, F]` bank: `peak_hz`, `centroid_hz`, `bandwidth_hz` (ERB),
+  `gain_db` (peak |H| in dB) as `[F]` arrays."""
+  freqs, magnitude = frequency_response(kernel, sample_rate)
+  power = magnitude**2
+  step = freqs[1] - freqs[0]
+  total = np.maximum(power.sum(axis=0), 1e-300)
+  return {
+      "peak_hz": freqs[np.argmax(power, axis=0)],
+      "centroid_hz": (freqs[:, None] * power).sum(axis=0) / total,
+      "bandwidth_hz": power.sum(axis=0) * step / np.maximum(power.max(axis=0), 1e-300),
+      "gain_db": 10 * np.log10(np.maximum(power.max(axis=0), 1e-300)),
+  }
+
+
+def band_energy_below(kernel: np.ndarray, sample_rate: float, edges_hz: np.ndarray) -> np.ndarray:
+  """Per filter, the share of its |H|^2 below `edges_hz[f]` Hz."""
+  freqs, magnitude = frequency_response(kernel, sample_rate)
+  power = magnitude**2
+  below = freqs[:, None] < np.asarray(edges_hz)[None, :]
+  return (power * below).sum(axis=0) / np.maximum(power.sum(axis=0), 1e-300)
+
+
+def drift(initial: np.ndarray, trained: np.ndarray, sample_rate: float,
+          initial_edges: np.ndarray | None = None) -> dict:
+  """How each filter moved from `initial` to `trained` (both `[taps, F]`), Fig. 6 in numbers.
+
+  Args:
+    initial, trained: the banks before and after training.
+    sample_rate: Hz.
+    initial_edges: `[F, 2]` band edges of the initial bank (e.g. `filters.band_edges`); None:
+      each initial filter's band is taken as its centroid +- half its bandwidth.
+
+  Returns:
+    {"per_filter": {name: [F] list}, "summary": {...}, "verdict": str}. Per filter: initial and
+    trained centroid, peak and bandwidth (Hz), `centroid_shift_hz`, `relative_change`
+    (||w - w0|| / ||w0||), `low_share_initial` / `low_share_trained` (share of |H|^2 below the
+    initial band's lower edge). The summary gives the mean centroid shift, the share of filters
+    whose centroid went down, the Spearman correlation of initial centre with relative change,
+    and the upper vs lower half of the bank (by initial centre) for change and low-band share.
+  """
+  initial, trained = _as_bank(initial), _as_bank(trained)
+  if initial.shape != trained.shape:
+    raise errors.ConfigError(f"initial {initial.shape} and trained {trained.shape} banks differ")
+  before, after = filter_stats(initial, sample_rate), filter_stats(trained, sample_rate)
+  if initial_edges is None:
+    low_edges = before["centroid_hz"] - before["bandwidth_hz"] / 2
+  else:
+    low_edges = np.asarray(initial_edges, np.float64)[:, 0]
+  change = (np.linalg.norm(trained - initial, axis=0)
+            / np.maximum(np.linalg.norm(initial, axis=0), 1e-300))
+  per_filter = {
+      "centroid_initial_hz": before["centroid_hz"], "centroid_trained_hz": after["centroid_hz"],
+      "centroid_shift_hz": after["centroid_hz"] - before["centroid_hz"],
+      "peak_initial_hz": before["peak_hz"], "peak_trained_hz": after["peak_hz"],
+      "bandwidth_initial_hz": before["bandwidth_hz"],
+      "bandwidth_trained_hz": after["bandwidth_hz"],
+      "relative_change": change,
+      "low_share_initial": band_energy_below(initial, sample_rate, low_edges),
+      "low_share_trained": band_energy_below(trained, sample_rate, low_edges),
+  }
+  summary = _drift_summary(per_filter)
+  return {"per_filter": {k: np.asarray(v).tolist() for k, v in per_filter.items()},
+          "summary": summary, "verdict": drift_verdict(summary)}
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+  if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
+    return 0.0
+  return float(stats.spearmanr(a, b).statistic)
+
+
+def _drift_summary(p: dict) -> dict:
+  order = np.argsort(p["centroid_initial_hz"])
+  half = len(order) // 2
+  low, high = order[:half], order[half:]
+  gain = p["low_share_trained"] - p["low_share_initial"]
+  return {
+      "num_filters": int(len(order)),
+      "mean_centroid_shift_hz": float(np.mean(p["centroid_shift_hz"])),
+      "share_moved_down": float(np.mean(p["centroid_shift_hz"] < 0)),
+      "mean_relative_change": float(np.mean(p["relative_change"])),
+      "spearman_centre_vs_change": _spearman(p["centroid_initial_hz"], p["relative_change"]),
+      "spearman_centre_vs_low_share_gain": _spearman(p["centroid_initial_hz"], gain),
+      "relative_change_low_half": float(np.mean(p["relative_change"][low])) if half else 0.0,
+      "relative_change_high_half": float(np.mean(p["relative_change"][high])),
+      "low_share_gain_low_half": float(np.mean(gain[low])) if half else 0.0,
+      "low_share_gain_high_half": float(np.mean(gain[high])),
+      "mean_bandwidth_change_hz": float(np.mean(p["bandwidth_trained_hz"]
+                                               - p["bandwidth_initial_hz"])),
+  }
+
+
+# A difference counts when it exceeds these: 10 % more relative change in the upper half, and
+# 5 percentage points more of the response below the initial band.
+CHANGE_MARGIN = 1.1
+LOW_SHARE_MARGIN = 0.05
+
+
+def drift_verdict(summary: dict) -> str:
+  """Fig. 6's two claims, measured: (a) the filters with high centre frequencies change more than
+  the low ones; (b) their change adds passbands at low frequency."""
+  more = summary["relative_change_high_half"] > (CHANGE_MARGIN
+                                                 * summary["relative_change_low_half"])
+  lower = summary["low_share_gain_high_half"] > LOW_SHARE_MARGIN
+  holds = "holds" if more and lower else ("partly holds" if more or lower else "does not hold")
+  return (f"Fig. 6 {holds}: (a) upper-half filters changed "
+          f"{summary['relative_change_high_half']:.3f} vs lower-half "
+          f"{summary['relative_change_low_half']:.3f} (||w - w0|| / ||w0||; Spearman rho centre "
+          f"vs change {summary['spearman_centre_vs_change']:+.2f}) -> {'yes' if more else 'no'}; "
+          f"(b) their share of |H|^2 below the initial band grew by "
+          f"{summary['low_share_gain_high_half']:+.3f} (lower half "
+          f"{summary['low_share_gain_low_half']:+.3f}; rho centre vs gain "
+          f"{summary['spearman_centre_vs_low_share_gain']:+.2f}) -> {'yes' if lower else 'no'}; "
+          f"mean centroid shift {summary['mean_centroid_shift_hz']:+.0f} Hz, "
+          f"{summary['share_moved_down']:.0%} of filters moved down")
+
+
+def cumulative_response(kernel: np.ndarray, sample_rate: float,
+                        num_freqs: int = 1025) -> tuple[np.ndarray, np.ndarray]:
+  """(freqs [W], sum over filters of |H|^2 [W]): how much the whole bank passes each frequency."""
+  freqs, magnitude = frequency_response(kernel, sample_rate, num_freqs)
+  return freqs, (magnitude**2).sum(axis=1)
+
+
+def cumulative_gain_by_band(initial: np.ndarray, trained: np.ndarray, sample_rate: float,
+                            edges_hz=(0.0, 1000.0, 2000.0, 4000.0, 8000.0)) -> dict:
+  """`{"lo-hi Hz": dB}`: how much the bank's summed power response changed in each band (mean of
+  10 log10 trained / initial over the band); positive where the trained bank passes more."""
+  freqs, before = cumulative_response(initial, sample_rate)
+  _, after = cumulative_response(trained, sample_rate)
+  change = 10 * np.log10(np.maximum(after, 1e-30) / np.maximum(before, 1e-30))
+  out = {}
+  for lo, hi in zip(edges_hz[:-1], edges_hz[1:]):
+    inside = (freqs >= lo) & (freqs < hi) if hi < sample_rate / 2 else (freqs >= lo)
+    if inside.any():
+      out[f"{lo:g}-{hi:g} Hz"] = float(np.mean(change[inside]))
+  return out
+
+
+def cumulative_verdict(gains: dict) -> str:
+  """One line: where the trained bank gained or lost sensitivity (Sec. 4.3: toward low
+  frequencies)."""
+  bands = list(gains)
+  toward_low = gains[bands[0]] > max(gains[b] for b in bands[1:]) if len(bands) > 1 else False
+  return (f"Sec. 4.3 ('filters find lower frequencies more informative') "
+          f"{'holds' if toward_low else 'does not hold'}: the bank's summed response changed by "
+          + ", ".join(f"{band} {value:+.1f} dB" for band, value in gains.items()))
+
+
+def select_filters(num_filters: int, count: int = 4) -> list[int]:
+  """`count` filter indices spread from the lowest to the highest band (Fig. 6 shows 4)."""
+  count = min(count, num_filters)
+  return sorted({int(round(i)) for i in np.linspace(0, num_filters - 1, count + 2)[1:-1]}) \
+      if count < num_filters else list(range(num_filters))
+
+
+def initial_band_edges(model_config) -> np.ndarray | None:
+  """`[F, 2]` band edges of an FIR-initialised front-end (`init="fir"`), else None."""
+  frontend = model_config.get("frontend", {})
+  if frontend.get("init", None) != "fir" or "num_filters" not in frontend:
+    return None
+  return filters.band_edges(frontend["num_filters"], model_config["sample_rate"],
+                            frontend.get("fir_scale", "linear"), frontend.get("fir_low_hz", 0.0),
+                            frontend.get("fir_high_hz", None))
+
+
+def frontend_kernel(model: nn.Module, params: dict) -> np.ndarray:
+  """The `[taps, filters]` kernel of the model's first filter bank, as numpy.
+
+  SimpleNet/SpecNet: `frontend/kernel`; stacks (WaveRNN, SoundNet, Trigeorgis): the first
+  single-channel convolution; SincNet and LEAF: their parametric filters rebuilt from the
+  parameters (LEAF: the real part of the Gabor filters).
+
+  Raises:
+    ConfigError: when the model has no such filter bank.
+  """
+  frontend = params.get("frontend", params)
+  if "kernel" in frontend and np.ndim(frontend["kernel"]) == 2:
+    return np.asarray(frontend["kernel"], np.float64)
+  convs = sorted((name for name in frontend if name.startswith("Conv_")),
+                 key=lambda name: int(name.split("_")[1]))
+  if convs:
+    kernel = np.asarray(frontend[convs[0]]["kernel"], np.float64)
+    if kernel.ndim == 3 and kernel.shape[1] == 1:
+      return kernel[:, 0]
+  module = getattr(model, "frontend", None)
+  if {"low", "band"} <= set(frontend) and module is not None:
+    from wavejax.models import sincnet  # pylint: disable=g-import-not-at-top
+    f1, f2 = module.cutoffs(jnp.asarray(frontend["low"]), jnp.asarray(frontend["band"]))
+    return np.asarray(sincnet.sinc_bank(f1, f2, module.kernel_size), np.float64)
+  if {"centre", "width"} <= set(frontend) and module is not None:
+    from wavejax.models import leaf  # pylint: disable=g-import-not-at-top
+    mu, sigma = leaf.constrain_gabor(jnp.asarray(frontend["centre"]),
+                                     jnp.asarray(frontend["width"]), module.kernel_size)
+    kernel = np.asarray(leaf.gabor_kernel(mu, sigma, module.kernel_size), np.float64)
+    return kernel.reshape(kernel.shape[0], -1)[:, :module.num_filters]  # the real parts
+  raise errors.ConfigError(
+      "the model's front-end has no single-channel filter bank to analyse (expected "
+      "frontend/kernel, a first Conv_0 with one input channel, SincNet or LEAF parameters)")
+
+
+def learned_spectrogram(model: nn.Module, variables: dict, waveform: np.ndarray) -> np.ndarray:
+  """The front-end's `[windows, filters]` output for one `[T]` waveform (the "learned
+  spectrogram" of Sec. 3: one band energy per filter per 40 ms window for SimpleNet)."""
+  batch = jnp.asarray(np.asarray(waveform, np.float32)[None])
+  features = model.apply(variables, batch, method=lambda module, x: module.frontend(x))
+  return np.asarray(jax.device_get(features))[0]
