@@ -25,6 +25,7 @@ from wavejax.analysis import change_rate, common
 
 PRESETS = {
     "full": {"data.builtin.utterances_per_speaker": 20, "data.builtin.clip_seconds": 2.0,
+             "data.val_size": 8,
              "train.num_epochs": 6},
     "smoke": {"data.builtin.utterances_per_speaker": 6, "data.builtin.clip_seconds": 1.0,
               "data.val_size": 4, "train.batch_size": 8, "train.num_epochs": 2},

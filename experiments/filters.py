@@ -30,6 +30,7 @@ from wavejax.data import audio
 
 PRESETS = {
     "full": {"data.builtin.utterances_per_speaker": 20, "data.builtin.clip_seconds": 2.0,
+             "data.val_size": 8,
              "train.num_epochs": 8},
     "smoke": {"data.builtin.utterances_per_speaker": 6, "data.builtin.clip_seconds": 1.0,
               "data.val_size": 4, "train.batch_size": 8, "train.num_epochs": 1},

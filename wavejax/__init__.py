@@ -7,7 +7,7 @@ Public entry points: `train_fold(config, fold, workdir=None)` and `cross_validat
 __version__ = "0.1.0"
 
 _LAZY = {"train_fold": "wavejax.train", "cross_validate": "wavejax.train",
-         "FoldResult": "wavejax.results"}
+         "FoldResult": "wavejax.results", "load_model": "wavejax.predict"}
 
 
 def __getattr__(name):
@@ -17,4 +17,4 @@ def __getattr__(name):
   raise AttributeError(f"module 'wavejax' has no attribute {name!r}")
 
 
-__all__ = ["FoldResult", "cross_validate", "train_fold"]
+__all__ = ["FoldResult", "cross_validate", "load_model", "train_fold"]

@@ -54,11 +54,15 @@ def base_config() -> ml_collections.ConfigDict:
   config.train.lr_schedule = "constant"  # or "exponential": decays to 0.1x over the run (code)
   config.train.batch_size = 32
   config.train.eval_batch_size = 64
-  config.train.num_epochs = 12      # the built-in corpus overfits after ~10 (paper code: 50)
+  config.train.num_epochs = 10      # the built-in corpus overfits after ~10 (paper code: 50)
   config.train.balanced_sampling = False
   config.train.select_metric = "wa"   # validation metric that picks the reported epoch: wa | ua
   config.train.checkpoint = True      # latest + best checkpoints under the workdir
   config.train.frontend_lr_multiplier = 1.0  # front-end learning rate = this x learning_rate
+  # Monitoring; fold_<k>/metrics.jsonl is written whenever there is a workdir.
+  config.train.tensorboard = False       # scalars to fold_<k>/tensorboard (wavejax[tensorboard])
+  config.train.track_change_rate = False  # Fig. 4: per-layer mean |dw/w| per epoch in the history
+  config.train.filter_images_every = 0   # save the front-end filters every N epochs (0: never)
   # Behaviours of the paper's code that differ from its text (REFERENCE.md 1), off by default;
   # `faithful_to_original=True` turns all of them on (see `resolve`).
   config.train.double_softmax = False   # softmax output fed to a softmax cross-entropy

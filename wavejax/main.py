@@ -9,6 +9,7 @@ overridden with `--config.a.b=value`; the config arg selects task and fold, e.g.
 from __future__ import annotations
 
 import datetime
+import logging as std_logging
 import pathlib
 import sys
 
@@ -40,7 +41,7 @@ def run(config, workdir, fold_numbers) -> dict:
 def quiet_library_logs() -> None:
   """Keeps Orbax's per-save INFO records out of the progress output (warnings still show)."""
   def keep(record) -> bool:
-    return record.levelno >= logging.WARNING or "orbax" not in record.pathname
+    return record.levelno >= std_logging.WARNING or "orbax" not in record.pathname
   logging.get_absl_handler().addFilter(keep)
 
 

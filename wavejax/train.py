@@ -25,8 +25,9 @@ import optax
 from absl import logging
 from flax.training import train_state
 
-from wavejax import checkpoint, errors, parallel, results
+from wavejax import checkpoint, errors, metrics_log, parallel, results
 from wavejax import config as wavejax_config
+from wavejax.analysis import change_rate, learned_filters
 from wavejax.data import folds, pipeline
 from wavejax.models import create_model
 
@@ -221,6 +222,7 @@ class FoldTrainer:
                                                      "config.train.eval_batch_size")
     self.steps_per_epoch = -(-len(data.split.train) // self.batch_size)
     model = create_model(config.model, num_classes=len(data.classes))
+    self.model = model
     state = create_train_state(model, config, data.waveforms.shape[1], self.steps_per_epoch,
                                self.fold)
     self.state = jax.device_put(state, parallel.replicated(self.mesh))
@@ -233,24 +235,62 @@ class FoldTrainer:
     self.checkpointer = (checkpoint.Checkpointer(fold_dir / "checkpoints")
                          if fold_dir is not None and train_cfg.checkpoint else None)
     self.history: list[dict] = []
+    self.change_rate = (change_rate.ChangeRateTracker()
+                        if train_cfg.get("track_change_rate", False) else None)
+    self.metrics_log = (metrics_log.MetricsLog(fold_dir, train_cfg.get("tensorboard", False))
+                        if fold_dir is not None else None)
+    self.filter_images_every = int(train_cfg.get("filter_images_every", 0))
     self.best = None  # {"params", "batch_stats"} of the best epoch on validation
 
   def run(self) -> results.FoldResult:
     try:
       start_epoch = self.restore()
+      self.start_monitoring(start_epoch)
       epoch_times = []
       for epoch in range(start_epoch + 1, self.config.train.num_epochs + 1):
         began = time.perf_counter()
         record = self.train_epoch(epoch)
         record.update(self.evaluate_epoch())
+        if self.change_rate is not None:  # Fig. 4; before after_epoch, which checkpoints it
+          record["change_rate"] = self.change_rate.update(epoch, self.state.params)
         epoch_times.append(time.perf_counter() - began)
         self.history.append(record)
+        self.monitor_epoch(epoch, record)  # before the checkpoint: a resume rewrites its lines
         self.after_epoch(epoch, record)
         self.log_epoch(epoch, record, epoch_times)
       return self.fold_result()
     finally:
       if self.checkpointer is not None:
         self.checkpointer.close()
+      if self.metrics_log is not None:
+        self.metrics_log.close()
+
+  def start_monitoring(self, start_epoch: int) -> None:
+    """The change-rate baseline and the initial filters, before the first (or resumed) epoch."""
+    if self.change_rate is not None:
+      self.change_rate.update(start_epoch, self.state.params)
+    if start_epoch == 0:
+      self.write_filters(0)
+
+  def monitor_epoch(self, epoch: int, record: dict) -> None:
+    """metrics.jsonl (+ TensorBoard) every epoch, the filters every `filter_images_every`."""
+    if self.metrics_log is None:
+      return
+    self.metrics_log.write(epoch, record)
+    if self.filter_images_every and epoch % self.filter_images_every == 0:
+      self.write_filters(epoch)
+
+  def write_filters(self, epoch: int) -> None:
+    """Saves the front-end's filters (Sec. 4.3, Fig. 6) when `filter_images_every` is set."""
+    if self.metrics_log is None or not self.filter_images_every:
+      return
+    try:
+      kernel = learned_filters.frontend_kernel(self.model, self.state.params)
+    except errors.ConfigError as e:
+      logging.warning("config.train.filter_images_every: %s; not saving filters", e)
+      self.filter_images_every = 0
+      return
+    self.metrics_log.write_filters(epoch, kernel, self.config.model.sample_rate)
 
   def restore(self) -> int:
     """Loads the latest checkpoint if there is one; returns the last finished epoch."""

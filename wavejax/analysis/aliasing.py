@@ -59,7 +59,7 @@ class Stage:
 
 
 def pool(x: np.ndarray, factor: int, kind: str) -> np.ndarray:
-  """Non-overlapping pooling of a 1-D signal by `factor` (a tail shorter than a block is dropped)."""
+  """Non-overlapping pooling of a 1-D signal by `factor`; a tail shorter than a block is dropped."""
   if kind == "none" or factor == 1:
     return np.asarray(x, np.float64)
   count = len(x) // factor

@@ -1,4 +1,4 @@
-"""Plumbing shared by the analysis experiments: configs by path, JSON of numpy, figures if possible."""
+"""Plumbing shared by the analysis experiments: configs by name, JSON of numpy, optional figures."""
 
 from __future__ import annotations
 
