@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from wavejax import errors, filters, metrics_log, train
-from wavejax import config as wavejax_config
 
 from helpers import tiny_config
 
@@ -94,9 +93,6 @@ def test_tensorboard_without_tensorboardx_is_a_config_error(tmp_path, monkeypatc
     metrics_log.MetricsLog(tmp_path, tensorboard=True)
 
 
-@pytest.mark.skipif("track_change_rate" not in wavejax_config.base_config().train,
-                    reason="the trainer's monitoring hooks (config.train.track_change_rate, "
-                    "tensorboard, filter_images_every) are not integrated yet")
 def test_trainer_logs_metrics_change_rate_and_filters(tmp_path):
   config = tiny_config(tmp_path / "cache", **{
       "train.track_change_rate": True, "train.filter_images_every": 1,
