@@ -3,6 +3,12 @@
 The whole waveform (no windowing) through 8 strided convolutions with batch normalisation and 3
 max-poolings, flattened, dense 64 with dropout 0.5, then the classes. Usage:
 `--config=configs/soundnet.py[:task,fold=k]`.
+
+Its deepest layers see one or two time steps per utterance, so their batch statistics vary from
+batch to batch and the running averages do not describe the trained weights: evaluated with them,
+a SoundNet trained on the built-in corpus predicted mostly one class (fold 1, 4 epochs: 37.5 %
+on training utterances vs 76.6 % with batch statistics). `train.precise_bn_batches` re-estimates
+the statistics before each evaluation (82.8 % on the same utterances; test 45.8 -> 72.9 %).
 """
 
 from wavejax import config as wavejax_config
@@ -13,4 +19,5 @@ def get_config(arg: str = ""):
   config.model.name = "soundnet"
   config.model.frontend = wavejax_config.soundnet_frontend_config()
   config.model.head = wavejax_config.dense_head_config(dropout=0.5)
+  config.train.precise_bn_batches = 16
   return wavejax_config.apply_arg(config, arg)

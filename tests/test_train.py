@@ -10,11 +10,13 @@ import time
 
 import jax
 import numpy as np
+import flax.linen as nn
+import optax
 import pytest
 
 from wavejax import errors, train
 from wavejax.data import pipeline
-from wavejax.models import create_model
+from wavejax.models import create_model, layers
 
 from helpers import REPO, tiny_config, tiny_flags
 
@@ -111,7 +113,7 @@ sys.path[:0] = [{tests!r}, {repo!r}]
 from helpers import tiny_config
 from wavejax import parallel, train
 from wavejax.data import pipeline
-from wavejax.models import create_model
+from wavejax.models import create_model, layers
 
 config = tiny_config({cache!r})
 data = train.load_fold_data(config, 3)
@@ -191,3 +193,45 @@ def test_no_reshuffle_repeats_the_epoch_order():
   one = pipeline.epoch_order(idx, targets, seed=0, fold=1, epoch=1)
   two = pipeline.epoch_order(idx, targets, seed=0, fold=1, epoch=2)
   assert not np.array_equal(one, two) and sorted(one) == list(range(20))
+
+
+class _NormFirst(nn.Module):
+  """Batch norm straight on 3 input features, then a dense layer: its statistics are exact."""
+
+  @nn.compact
+  def __call__(self, x, *, train=False):
+    x = nn.BatchNorm(use_running_average=not train, momentum=layers.BATCH_NORM_MOMENTUM)(x[:, :3])
+    return nn.Dense(2)(x)
+
+
+def test_precise_batch_norm_pools_batches_into_the_population_statistics():
+  model = _NormFirst()
+  x = np.random.default_rng(0).normal(2.0, 3.0, (4, 8, 5)).astype(np.float32)
+  x[1] += 5.0  # batches with different means: the pooled variance must include their spread
+  variables = model.init(jax.random.key(0), x[0])
+  state = train.TrainState.create(apply_fn=model.apply, params=variables["params"],
+                                  batch_stats=variables["batch_stats"], tx=optax.adam(1e-3),
+                                  key=jax.random.key_data(jax.random.key(1)))
+  pooled = train.population_statistics([train.batch_moments(state, batch) for batch in x])
+  everything = x.reshape(-1, 5)[:, :3]
+  np.testing.assert_allclose(pooled["BatchNorm_0"]["mean"], everything.mean(0), rtol=1e-5)
+  np.testing.assert_allclose(pooled["BatchNorm_0"]["var"], everything.var(0), rtol=1e-4)
+
+
+def test_precise_batch_norm_replaces_the_running_statistics(cache_dir):
+  config = tiny_config(cache_dir, **{"train.num_epochs": 1, "train.precise_bn_batches": 2})
+  data = train.load_fold_data(config, 1)
+  trainer = train.FoldTrainer(config, data, None)
+  before = jax.device_get(trainer.state.batch_stats)
+  trainer.recalibrate_batch_norm()
+  after = jax.device_get(trainer.state.batch_stats)
+  # The head's first batch norm sees the log filter energies (mean far from the initial 0).
+  first = after["head"]["BatchNorm_0"]["mean"]
+  assert np.all(np.abs(first - before["head"]["BatchNorm_0"]["mean"]) > 1.0)
+  order = pipeline.epoch_order(data.split.train, data.targets, seed=config.seed, fold=1, epoch=0)
+  batches = [data.waveforms[order[i * 8:(i + 1) * 8]] for i in range(2)]
+  energies = [trainer.model.apply(trainer.state.variables(), b, train=True,
+                                  method=lambda m, w, train: m.frontend(w, train=train),
+                                  mutable=["batch_stats"])[0] for b in batches]
+  np.testing.assert_allclose(first, np.concatenate(energies).reshape(-1, first.size).mean(0),
+                             rtol=1e-4, atol=1e-4)

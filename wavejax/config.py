@@ -59,6 +59,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.train.select_metric = "wa"   # validation metric that picks the reported epoch: wa | ua
   config.train.checkpoint = True      # latest + best checkpoints under the workdir
   config.train.frontend_lr_multiplier = 1.0  # front-end learning rate = this x learning_rate
+  # Before every evaluation, replace batch norm's running statistics by the population statistics
+  # of the current weights on this many training batches (0: keep the running averages).
+  config.train.precise_bn_batches = 0
   # Monitoring; fold_<k>/metrics.jsonl is written whenever there is a workdir.
   config.train.tensorboard = False       # scalars to fold_<k>/tensorboard (wavejax[tensorboard])
   config.train.track_change_rate = False  # Fig. 4: per-layer mean |dw/w| per epoch in the history

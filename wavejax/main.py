@@ -16,7 +16,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from wavejax import errors, results, train
+from wavejax import errors, results, runtime, train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Model config file, e.g. "
                                           "configs/simplenet_cnn.py[:task,fold=k].")
@@ -24,6 +24,9 @@ _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Where checkpoints and results go; rerun with the same workdir to resume. "
     "Default: runs/<model>_<task>_<time>.")
 _FOLDS = flags.DEFINE_list("folds", None, "Folds to run (default: config.fold, else all).")
+_COMPILATION_CACHE = flags.DEFINE_string(
+    "compilation_cache", None, "Persistent JAX compilation cache directory ('off' to disable). "
+    f"Default: ${runtime.ENV_VAR}, else ~/.cache/wavejax/jax-compilation-cache.")
 
 
 def default_workdir(config) -> pathlib.Path:
@@ -59,6 +62,7 @@ def main(argv) -> int:
     print(f"wavejax: error: --folds={','.join(_FOLDS.value)} must be integers", file=sys.stderr)
     return 1
   logging.info("workdir: %s", workdir)
+  runtime.enable_compilation_cache(_COMPILATION_CACHE.value)
   try:
     run(config, workdir, fold_numbers)
   except errors.WavejaxError as e:

@@ -29,7 +29,7 @@ from wavejax import checkpoint, errors, metrics_log, parallel, results
 from wavejax import config as wavejax_config
 from wavejax.analysis import change_rate, learned_filters
 from wavejax.data import folds, pipeline
-from wavejax.models import create_model
+from wavejax.models import create_model, layers
 
 
 class TrainState(train_state.TrainState):
@@ -81,6 +81,33 @@ def eval_step(state: TrainState, batch: dict) -> jax.Array:
   """Predicted class of every example of `batch`."""
   logits = state.apply_fn(state.variables(), batch["waveforms"], train=False)
   return jnp.argmax(logits, -1)
+
+
+def batch_moments(state: TrainState, waveforms: jax.Array) -> Any:
+  """Every batch norm's mean and variance over `waveforms` in training mode (the current weights).
+
+  Computed from one update of zeroed running statistics: new = (1 - momentum) * batch statistic.
+  """
+  zeros = jax.tree.map(jnp.zeros_like, state.batch_stats)
+  dropout_key = jax.random.fold_in(jax.random.wrap_key_data(state.key), 2**31 - 1)
+  _, updates = state.apply_fn({"params": state.params, "batch_stats": zeros}, waveforms,
+                              train=True, rngs={"dropout": dropout_key}, mutable=["batch_stats"])
+  return jax.tree.map(lambda v: v / (1.0 - layers.BATCH_NORM_MOMENTUM), updates["batch_stats"])
+
+
+def population_statistics(per_batch: list) -> Any:
+  """Pools equal-sized batches' `{"mean", "var"}` into the statistics of their union ("precise
+  batch norm", Wu & Johnson 2021): mean of means, and mean of (var + mean^2) minus mean^2."""
+  stacked = jax.tree.map(lambda *leaves: np.stack([np.asarray(x) for x in leaves]), *per_batch)
+
+  def pool(node):
+    if set(node) == {"mean", "var"}:
+      mean = node["mean"].mean(axis=0)
+      second = (node["var"] + node["mean"]**2).mean(axis=0)
+      return {"mean": mean, "var": np.maximum(second - mean**2, 0.0)}
+    return {name: pool(child) for name, child in node.items()}
+
+  return pool(stacked)
 
 
 def learning_rate(config: ml_collections.ConfigDict, steps_per_epoch: int, scale: float = 1.0):
@@ -232,6 +259,8 @@ class FoldTrainer:
                               out_shardings=(replicated, replicated), donate_argnums=0)
     self.eval_step = jax.jit(eval_step, in_shardings=(replicated, sharded),
                              out_shardings=replicated)
+    self.batch_moments = jax.jit(batch_moments, in_shardings=(replicated, sharded),
+                                 out_shardings=replicated)
     self.checkpointer = (checkpoint.Checkpointer(fold_dir / "checkpoints")
                          if fold_dir is not None and train_cfg.checkpoint else None)
     self.history: list[dict] = []
@@ -347,7 +376,28 @@ class FoldTrainer:
                                           self.predict(indices, weights), len(self.data.classes))
 
   def evaluate_epoch(self) -> dict:
+    self.recalibrate_batch_norm()
     return {"val": self.metrics(self.data.split.val), "test": self.metrics(self.data.split.test)}
+
+  def recalibrate_batch_norm(self) -> None:
+    """Sets the batch norm statistics to their population values on `precise_bn_batches` full
+    training batches (a fixed shuffle of the fold), when the model has batch norm."""
+    num_batches = int(self.config.train.get("precise_bn_batches", 0))
+    if num_batches <= 0 or not self.state.batch_stats:
+      return
+    train = self.data.split.train
+    order = pipeline.epoch_order(train, self.data.targets, seed=self.config.seed, fold=self.fold,
+                                 epoch=0, balanced=False)
+    full = max(1, len(order) // self.batch_size) * self.batch_size
+    order = order[:min(full, num_batches * self.batch_size)]
+    per_batch = [self.batch_moments(self.state, parallel.put_batch(batch, self.mesh)["waveforms"])
+                 for batch in pipeline.batches(self.data.waveforms, self.data.targets, order,
+                                               self.batch_size)]
+    statistics = population_statistics(per_batch)
+    statistics = jax.tree.map(lambda new, old: jnp.asarray(new, old.dtype), statistics,
+                              jax.device_get(self.state.batch_stats))
+    self.state = self.state.replace(
+        batch_stats=jax.device_put(statistics, parallel.replicated(self.mesh)))
 
   def after_epoch(self, epoch: int, record: dict) -> None:
     metric = self.config.train.select_metric

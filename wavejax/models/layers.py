@@ -9,6 +9,8 @@ import jax.numpy as jnp
 from wavejax import errors
 
 NORMS = ("batch", "affine", "none")
+# Running statistics: new = BATCH_NORM_MOMENTUM * old + (1 - BATCH_NORM_MOMENTUM) * batch.
+BATCH_NORM_MOMENTUM = 0.9
 
 
 class Affine(nn.Module):
@@ -45,7 +47,7 @@ def normalize(x: jax.Array, norm: str, train: bool,
   if norm == "none":
     return x
   if norm == "batch":
-    return nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
+    return nn.BatchNorm(use_running_average=not train, momentum=BATCH_NORM_MOMENTUM)(x)
   if norm == "affine":
     return Affine()(x)
   raise errors.ConfigError(f"{field}={norm!r}: choose one of {', '.join(NORMS)}")
