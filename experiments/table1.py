@@ -167,6 +167,7 @@ def main(argv):
   workdir = pathlib.Path(_WORKDIR.value)
   models = available_models() if _MODELS.value == ["all"] else _MODELS.value
   preset = _PRESET.value or ("paper" if _DATA_ROOT.value else "builtin")
+  runtime.quiet_library_logs()
   runtime.enable_compilation_cache()
   unknown = sorted(set(models) - set(available_models()))
   if unknown:

@@ -9,7 +9,6 @@ overridden with `--config.a.b=value`; the config arg selects task and fold, e.g.
 from __future__ import annotations
 
 import datetime
-import logging as std_logging
 import pathlib
 import sys
 
@@ -41,15 +40,8 @@ def run(config, workdir, fold_numbers) -> dict:
   return summary
 
 
-def quiet_library_logs() -> None:
-  """Keeps Orbax's per-save INFO records out of the progress output (warnings still show)."""
-  def keep(record) -> bool:
-    return record.levelno >= std_logging.WARNING or "orbax" not in record.pathname
-  logging.get_absl_handler().addFilter(keep)
-
-
 def main(argv) -> int:
-  quiet_library_logs()
+  runtime.quiet_library_logs()
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   config = _CONFIG.value
