@@ -15,8 +15,8 @@ r"""Sec. 2.2.2-2.2.3 (Figs. 1-3) measured: stacked convolutions, pooling aliases
    together, trained with the normal trainer: SimpleNet-CNN, SoundNet (zoo) and SimpleNet-CNN's
    pool-first twins (max- or stride-pooled waveform), over several seeds.
 
-Writes `aliasing.json` (every number and the verdicts) and PNG/PDF figures into --workdir (and
-JAX's compilation cache into `<workdir>/jax_cache`, so the seeds reuse compiled steps).
+Writes `aliasing.json` (every number and the verdicts) and PNG/PDF figures into --workdir, with
+JAX's persistent compilation cache on (`wavejax.runtime`), so the seeds reuse compiled steps.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import numpy as np
 from absl import app, flags
 
 from wavejax import errors
-from wavejax import plots
+from wavejax import plots, runtime
 from wavejax.analysis import aliasing, band_task, common, equivalence, signals
 
 PRESETS = {
@@ -101,7 +101,8 @@ def contenders(models, epochs: int) -> dict:
 
 
 def run_band_task(preset: dict, figures: common.Figures, workdir: pathlib.Path) -> dict:
-  common.enable_compilation_cache(workdir / "jax_cache")
+  runtime.quiet_library_logs()
+  runtime.enable_compilation_cache()
   seeds = [int(s) for s in (_SEEDS.value or preset["seeds"])]
   epochs = _EPOCHS.value or preset["epochs"]
   models = _MODELS.value or preset.get("models", list(CONTENDERS))

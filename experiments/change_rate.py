@@ -20,7 +20,7 @@ import sys
 from absl import app, flags
 
 from wavejax import config as wavejax_config
-from wavejax import errors, plots, train
+from wavejax import errors, plots, runtime, train
 from wavejax.analysis import change_rate, common
 
 PRESETS = {
@@ -107,7 +107,8 @@ def main(argv) -> int:
     raise app.UsageError("--workdir is required")
   workdir = pathlib.Path(_WORKDIR.value)
   figures = common.Figures(workdir)
-  common.enable_compilation_cache(workdir / "jax_cache")
+  runtime.quiet_library_logs()
+  runtime.enable_compilation_cache()
   try:
     runs = {name: train_model(name) for name in _MODELS.value}
   except errors.WavejaxError as e:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 import pathlib
 
-import jax
 import ml_collections
 import numpy as np
 from absl import logging
@@ -71,9 +70,3 @@ class Figures:
     self.paths += written
     return written
 
-
-def enable_compilation_cache(directory) -> None:
-  """JAX's persistent compilation cache in `directory`: repeated trainings (several seeds or
-  models in one experiment) reuse compiled steps instead of recompiling them."""
-  jax.config.update("jax_compilation_cache_dir", str(directory))
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
