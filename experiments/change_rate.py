@@ -38,35 +38,17 @@ _FOLD = flags.DEFINE_integer("fold", 1, "Fold to train.")
 _EPOCHS = flags.DEFINE_integer("epochs", None, "Override train.num_epochs.")
 
 
-class TrackingTrainer(train.FoldTrainer):
-  """`train.FoldTrainer` that records every kernel's change rate after each epoch into the
-  epoch's record (`record["change_rate"]`), as `config.train.track_change_rate` would."""
-
-  def __init__(self, config, data, fold_dir=None):
-    super().__init__(config, data, fold_dir)
-    self.tracker = change_rate.ChangeRateTracker()
-
-  def restore(self) -> int:
-    epoch = super().restore()
-    self.tracker.update(epoch, self.state.params)  # the baseline
-    return epoch
-
-  def after_epoch(self, epoch: int, record: dict) -> None:
-    record["change_rate"] = self.tracker.update(epoch, self.state.params)
-    super().after_epoch(epoch, record)
-
-
 def train_model(name: str) -> dict:
   overrides = dict(PRESETS[_PRESET.value])
   if _EPOCHS.value:
     overrides["train.num_epochs"] = _EPOCHS.value
+  overrides["train.track_change_rate"] = True
   config = wavejax_config.resolve(common.load_config(name, overrides))
-  data = train.load_fold_data(config, _FOLD.value)
-  trainer = TrackingTrainer(config, data)
+  trainer = train.FoldTrainer(config, train.load_fold_data(config, _FOLD.value), None)
   result = trainer.run()
-  return {"history": trainer.tracker.history,
-          "mean_rate": change_rate.mean_rates(trainer.tracker.history),
-          "mean_relative_norm": change_rate.mean_rates(trainer.tracker.history, "relative_norm"),
+  history = trainer.change_rate.history
+  return {"history": history, "mean_rate": change_rate.mean_rates(history),
+          "mean_relative_norm": change_rate.mean_rates(history, "relative_norm"),
           "test_wa": result.test["wa"], "train_accuracy": result.train_accuracy}
 
 

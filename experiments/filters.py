@@ -24,7 +24,7 @@ import sys
 import numpy as np
 from absl import app, flags
 
-from wavejax import errors, plots, predict, train
+from wavejax import errors, plots, predict, runtime, train
 from wavejax.analysis import common, learned_filters
 from wavejax.data import audio
 
@@ -119,7 +119,7 @@ def main(argv) -> int:
   if not _WORKDIR.value:
     raise app.UsageError("--workdir is required")
   workdir = pathlib.Path(_WORKDIR.value)
-  predict.quiet_orbax()
+  runtime.quiet_library_logs()
   figures = common.Figures(workdir)
   try:
     run = pathlib.Path(_RUN.value) if _RUN.value else train_run(workdir)

@@ -3,6 +3,7 @@
 import pathlib
 
 import configs.simplenet_cnn as simplenet_cnn_config
+from wavejax import config as wavejax_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -21,11 +22,7 @@ TINY = {
 def tiny_config(cache_dir, **overrides):
   config = simplenet_cnn_config.get_config()
   for key, value in {**TINY, "data.cache_dir": str(cache_dir), **overrides}.items():
-    *parents, leaf = key.split(".")
-    node = config
-    for name in parents:
-      node = node[name]
-    node[leaf] = value
+    wavejax_config.set_field(config, key, value)
   return config
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging as std_logging
 import pathlib
 import re
 import sys
@@ -23,9 +22,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from absl import app, flags, logging
+from absl import app, flags
 
-from wavejax import checkpoint, errors
+from wavejax import checkpoint, errors, runtime
 from wavejax.data import audio, folds, pipeline
 from wavejax.models import create_model
 
@@ -210,22 +209,12 @@ def format_line(entry: dict) -> str:
   return f"{entry['path']}: {entry['label']} ({probabilities})"
 
 
-def quiet_orbax() -> None:
-  """Keeps Orbax's INFO records (several per checkpoint) out of a CLI's output.
-
-  `record.levelno` is a Python level: compare with the standard library's WARNING (30), not
-  absl's (`absl.logging.WARNING` is absl's verbosity -1, which every record exceeds).
-  """
-  logging.get_absl_handler().addFilter(
-      lambda record: record.levelno >= std_logging.WARNING or "orbax" not in record.pathname)
-
-
 def main(argv) -> int:
   paths, options = argv[1:], flags.FLAGS
   if options.workdir is None or not paths:
     raise app.UsageError("usage: python -m wavejax.predict --workdir=RUN [--fold=k] [--json] "
                          "file.wav ...")
-  quiet_orbax()
+  runtime.quiet_library_logs()
   try:
     loaded = load_model(options.workdir, options.fold)
     entries = loaded.predict_files(paths)
