@@ -16,18 +16,26 @@ r"""Sec. 2.2.2-2.2.3 (Figs. 1-3) measured: stacked convolutions, pooling aliases
    pool-first twins (max- or stride-pooled waveform), over several seeds.
 
 Writes `aliasing.json` (every number and the verdicts) and PNG/PDF figures into --workdir, with
-JAX's persistent compilation cache on (`wavejax.runtime`), so the seeds reuse compiled steps.
+JAX's persistent compilation cache on (`wavejax.runtime`), so the seeds reuse compiled steps. Each
+band-task run (model, seed) keeps its result in `band_task/<model>/seed<seed>/result.json`, so a
+rerun trains only what is missing, and the runs can be spread over workers like Table 1's
+(docs/sweeps.md): `--shard=I/N` (or a Slurm / Kubernetes array's variables) trains only worker I's
+share of the band-task runs and writes no report; `--collect` then writes the report from the
+complete runs, listing the missing ones.
 """
 
 from __future__ import annotations
 
+import collections
+import functools
+import json
 import pathlib
 import sys
 
 import numpy as np
-from absl import app, flags
+from absl import app, flags, logging
 
-from wavejax import errors
+from wavejax import errors, results, sweep
 from wavejax import plots, runtime
 from wavejax.analysis import aliasing, band_task, common, equivalence, signals
 
@@ -53,6 +61,10 @@ _MODELS = flags.DEFINE_list("models", None, "Band-task contenders (default: all;
                             f"preset: two). Choose from {', '.join(CONTENDERS)}.")
 _SEEDS = flags.DEFINE_list("seeds", None, "Band-task seeds (default: the preset's).")
 _EPOCHS = flags.DEFINE_integer("epochs", None, "Band-task epochs (default: the preset's).")
+_SWEEP = sweep.define_flags()
+
+# One band-task run.
+BandCell = collections.namedtuple("BandCell", "seed model")
 
 
 def run_equivalence(preset: dict, figures: common.Figures) -> dict:
@@ -100,18 +112,96 @@ def contenders(models, epochs: int) -> dict:
   return chosen
 
 
-def run_band_task(preset: dict, figures: common.Figures, workdir: pathlib.Path) -> dict:
+def band_cell_dir(workdir: pathlib.Path, cell: BandCell) -> pathlib.Path:
+  return workdir / "band_task" / cell.model / f"seed{cell.seed}"
+
+
+def band_settings(contender: band_task.Contender, preset: dict) -> dict:
+  """What a band-task run depends on besides its seed; stored beside its result."""
+  return json.loads(json.dumps({
+      "config": json.loads(contender.config.to_json_best_effort(sort_keys=True)),
+      "per_class_per_session": preset["per_class_per_session"],
+      "clip_seconds": preset["clip_seconds"]}))
+
+
+def band_result(workdir: pathlib.Path, cell: BandCell, settings: dict) -> pathlib.Path | None:
+  """The result file of a complete run, or None; refuses a run trained with other settings."""
+  folder = band_cell_dir(workdir, cell)
+  if not (folder / "result.json").exists():
+    return None
+  stored = folder / "settings.json"
+  if not stored.exists() or json.loads(stored.read_text()) != settings:
+    raise errors.ConfigError(f"{folder} was trained with other settings (--preset, --epochs); use "
+                             "a new --workdir or the original flags")
+  return folder / "result.json"
+
+
+def band_grid(preset: dict) -> tuple[sweep.Grid, dict, dict]:
+  """The band-task runs, the contenders and each contender's `band_settings`."""
+  seeds = [int(s) for s in (_SEEDS.value or preset["seeds"])]
+  models = _MODELS.value or preset.get("models", list(CONTENDERS))
+  chosen = contenders(models, _EPOCHS.value or preset["epochs"])
+  settings = {name: band_settings(contender, preset) for name, contender in chosen.items()}
+  return sweep.Grid(BandCell(seed, name) for name in chosen for seed in seeds), chosen, settings
+
+
+def run_band_cells(preset: dict, workdir: pathlib.Path, grid: sweep.Grid, chosen: dict,
+                   settings: dict, shard: sweep.Shard) -> sweep.Report:
+  """Trains this worker's share of the band-task runs that are not complete."""
   runtime.quiet_library_logs()
   runtime.enable_compilation_cache()
-  seeds = [int(s) for s in (_SEEDS.value or preset["seeds"])]
-  epochs = _EPOCHS.value or preset["epochs"]
-  models = _MODELS.value or preset.get("models", list(CONTENDERS))
-  summary = band_task.compare(contenders(models, epochs), seeds,
-                              preset["per_class_per_session"], preset["clip_seconds"])
+  cells = grid.shard(shard)
+  logging.info("band task: %d runs (fingerprint %s); shard %s (%s) takes %d: %s", len(grid),
+               grid.fingerprint(), shard, shard.source, len(cells),
+               "; ".join(grid.describe_many(cells)))
+  data = functools.lru_cache(maxsize=None)(functools.partial(
+      band_task.seed_data, per_class_per_session=preset["per_class_per_session"],
+      clip_seconds=preset["clip_seconds"]))
+
+  def run(cell):
+    result = band_task.run_one(chosen[cell.model], cell.seed, data(cell.seed))
+    results.write_json(band_cell_dir(workdir, cell) / "settings.json", settings[cell.model])
+    results.write_json(band_cell_dir(workdir, cell) / "result.json", result)
+
+  return sweep.run_cells(
+      cells, run, is_complete=lambda c: band_result(workdir, c, settings[c.model]) is not None,
+      lock_path=lambda c: band_cell_dir(workdir, c) / "running.lock",
+      lock_timeout_s=_SWEEP.lock_timeout.value, wait=_SWEEP.wait.value,
+      poll_s=_SWEEP.poll_interval.value, describe=grid.describe)
+
+
+def band_task_summary(workdir: pathlib.Path, grid: sweep.Grid, settings: dict,
+                      figures: common.Figures) -> dict:
+  """`band_task.summarize` of the complete runs; the missing ones are listed and flagged."""
+  runs, missing = {}, []
+  for cell in grid.cells:
+    path = band_result(workdir, cell, settings[cell.model])
+    runs.setdefault(cell.model, {})
+    if path is not None:
+      runs[cell.model][cell.seed] = json.loads(path.read_text())
+    else:
+      missing.append(cell)
+  summary = band_task.summarize(runs)
+  if missing:
+    summary["missing"] = [grid.describe(c) for c in missing]
+    summary["verdict"] = (f"[incomplete: {len(missing)} of {len(grid)} band-task runs missing: "
+                          f"{'; '.join(grid.describe_many(missing))}] " + summary["verdict"])
+    logging.warning("band task: %d of %d runs are missing: %s", len(missing), len(grid),
+                    "; ".join(summary["missing"]))
   if _PRESET.value == "smoke":
     summary["verdict"] = "[smoke preset: too little training to judge] " + summary["verdict"]
-  figures.save(plots.band_task_figure, "band_task", summary)
+  if summary["models"]:
+    figures.save(plots.band_task_figure, "band_task", summary)
   return summary
+
+
+def signal_analyses(preset: dict, figures: common.Figures) -> tuple[dict, list]:
+  """Equivalence, pooling sweep and stacks (no training): their numbers and verdicts."""
+  report = {"preset": _PRESET.value, "equivalence": run_equivalence(preset, figures)}
+  sweep_numbers, stacks = run_pooling(preset, figures)
+  report.update(pooling_sweep=sweep_numbers, stacks=stacks)
+  return report, [report["equivalence"]["verdict"], aliasing.aliasing_verdict(sweep_numbers),
+                  stack_verdict(stacks)]
 
 
 def main(argv) -> int:
@@ -122,27 +212,43 @@ def main(argv) -> int:
   workdir = pathlib.Path(_WORKDIR.value)
   preset = PRESETS[_PRESET.value]
   figures = common.Figures(workdir)
+  grid, report = None, sweep.Report()
   try:
-    report = {"preset": _PRESET.value, "equivalence": run_equivalence(preset, figures)}
-    sweep, stacks = run_pooling(preset, figures)
-    report.update(pooling_sweep=sweep, stacks=stacks)
-    verdicts = [report["equivalence"]["verdict"], aliasing.aliasing_verdict(sweep),
-                stack_verdict(stacks)]
+    shard = _SWEEP.resolve_shard()
+    sharded = shard.count > 1 and not _SWEEP.collect.value
+    if sharded and not _BAND_TASK.value:
+      raise errors.SweepError(f"--shard={shard} splits only the band task; drop --noband_task")
     if _BAND_TASK.value:
-      report["band_task"] = run_band_task(preset, figures, workdir)
-      verdicts.append(report["band_task"]["verdict"])
+      grid, chosen, settings = band_grid(preset)
+      if not _SWEEP.collect.value:
+        report = run_band_cells(preset, workdir, grid, chosen, settings, shard)
+    if sharded:
+      logging.info("aliasing: shard %s done (ran %d, left %d to other workers, %d failed); when "
+                   "every worker has finished, write the report with the same flags and "
+                   "--collect", shard, len(report.ran), len(report.left), len(report.failed))
+      return _failures(grid, report)
+    report_json, verdicts = signal_analyses(preset, figures)
+    if _BAND_TASK.value:
+      report_json["band_task"] = band_task_summary(workdir, grid, settings, figures)
+      verdicts.append(report_json["band_task"]["verdict"])
   except errors.WavejaxError as e:
     print(f"wavejax: error: {e}", file=sys.stderr)
-    return 1
-  report["verdicts"] = verdicts
-  report["figures"] = figures.paths
-  path = common.write_json(workdir / "aliasing.json", report)
+    return getattr(e, "exit_code", 1)
+  report_json["verdicts"] = verdicts
+  report_json["figures"] = figures.paths
+  path = common.write_json(workdir / "aliasing.json", report_json)
   for line in verdicts:
     print(line)
   print(f"Numbers: {path}")
   if figures.paths:
     print("Figures: " + ", ".join(p for p in figures.paths if p.endswith(".png")))
-  return 0
+  return _failures(grid, report) if _BAND_TASK.value else 0
+
+
+def _failures(grid: sweep.Grid, report: sweep.Report) -> int:
+  for cell, message in report.failed:
+    print(f"wavejax: error: band task {grid.describe(cell)}: {message}", file=sys.stderr)
+  return 1 if report.failed else 0
 
 
 if __name__ == "__main__":

@@ -43,6 +43,14 @@ def test_bad_root_is_one_line_and_exit_code_1(tmp_path):
   assert "no_such_corpus" in done.stderr and "Traceback" not in done.stderr
 
 
+def test_distributed_without_a_cluster_is_one_line(tmp_path):
+  done = main("--config=configs/simplenet_cnn.py", f"--workdir={tmp_path}/w", "--distributed")
+  assert done.returncode == 1
+  last = done.stderr.strip().splitlines()[-1]
+  assert last.startswith("wavejax: error: --distributed: jax.distributed.initialize failed (")
+  assert "--coordinator_address=host:port" in last and "Traceback" not in done.stderr
+
+
 def test_config_arg_selects_task_and_fold():
   config = simplenet_cnn_config.get_config("gender,fold=2")
   assert (config.task, config.fold) == ("gender", 2)

@@ -1,8 +1,11 @@
-"""Training: steps lower the loss, results are deterministic, resume equals an unbroken run,
-several devices give the metrics of one."""
+"""Training: steps lower the loss, results are deterministic, resume equals an unbroken run (after
+SIGKILL, and after SIGTERM mid-epoch), NaN stops a run without saving it, several devices give the
+metrics of one."""
 
+import dataclasses
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,7 +17,8 @@ import flax.linen as nn
 import optax
 import pytest
 
-from wavejax import errors, train
+from wavejax import config as wavejax_config
+from wavejax import errors, runtime, train
 from wavejax.data import pipeline
 from wavejax.models import create_model, layers
 
@@ -24,6 +28,13 @@ from helpers import REPO, tiny_config, tiny_flags
 @pytest.fixture(scope="module")
 def cache_dir(tmp_path_factory):
   return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def compilation_cache():
+  """Every FoldTrainer jits its steps again; the persistent cache (the tests' own folder, see
+  conftest.py) turns the recompilations into loads, as it does for the command line."""
+  runtime.enable_compilation_cache()
 
 
 def metrics_of(history):
@@ -64,7 +75,10 @@ def test_fold_is_deterministic_and_checkpoints(cache_dir, tmp_path):
   assert first.test_session == 2 and first.num_val == 4
   assert first.num_train + first.num_val + first.num_test == 60
   assert (tmp_path / "a/fold_2/result.json").exists()
-  assert sorted(p.name for p in (tmp_path / "a/fold_2/checkpoints/latest").iterdir()) == ["2"]
+  steps = 2 * -(-first.num_train // 8)  # latest/<optimiser step>, best/<epoch>
+  assert sorted(p.name for p in (tmp_path / "a/fold_2/checkpoints/latest").iterdir()) == [str(steps)]
+  assert [p.name for p in (tmp_path / "a/fold_2/checkpoints/best").iterdir()] == [
+      str(first.selected_epoch)]
   selected = first.history[first.selected_epoch - 1]
   assert first.test == selected["test"]
   assert first.best_test_wa == max(r["test"]["wa"] for r in first.history)
@@ -81,22 +95,36 @@ def run_main(args, env=None):
                           env={**os.environ, **(env or {})})
 
 
-def test_killed_run_resumes_to_the_same_numbers(cache_dir, tmp_path):
-  args = ["--config=configs/simplenet_cnn.py", "--folds=1",
-          *tiny_flags(cache_dir, **{"train.num_epochs": 4,
-                                    "data.builtin.utterances_per_speaker": 12})]
-  unbroken = train.train_fold(
-      tiny_config(cache_dir, **{"train.num_epochs": 4, "data.builtin.utterances_per_speaker": 12}),
-      1)
+def checkpoint_steps(directory):
+  """The steps of the finished checkpoints in an Orbax folder (not its temporary folders)."""
+  return sorted(int(p.name) for p in directory.glob("*") if p.name.isdigit())
+
+
+def wait_for_checkpoint(process, directory, timeout=300):
+  deadline = time.time() + timeout
+  while not checkpoint_steps(directory) and process.poll() is None and time.time() < deadline:
+    time.sleep(0.05)
+
+
+LONGER = {"train.num_epochs": 4, "data.builtin.utterances_per_speaker": 12}
+
+
+@pytest.fixture(scope="module")
+def longer_run(cache_dir):
+  """The command line of a 4-epoch fold 1 (12 steps per epoch) and its unbroken result."""
+  args = ["--config=configs/simplenet_cnn.py", "--folds=1", *tiny_flags(cache_dir, **LONGER)]
+  return args, train.train_fold(tiny_config(cache_dir, **LONGER), 1)
+
+
+def test_killed_run_resumes_to_the_same_numbers(longer_run, tmp_path):
+  args, unbroken = longer_run
   workdir = tmp_path / "run"
   process = run_main([*args, f"--workdir={workdir}"])
-  first_checkpoint = workdir / "fold_1/checkpoints/latest/1"
-  deadline = time.time() + 300
-  while not first_checkpoint.exists() and process.poll() is None and time.time() < deadline:
-    time.sleep(0.05)
+  latest = workdir / "fold_1/checkpoints/latest"
+  wait_for_checkpoint(process, latest)
   process.send_signal(signal.SIGKILL)
   process.wait()
-  assert first_checkpoint.exists(), process.stdout.read()
+  assert checkpoint_steps(latest), process.stdout.read()
   assert not (workdir / "fold_1/result.json").exists(), "run finished before it was killed"
   resumed = run_main([*args, f"--workdir={workdir}"])
   output, _ = resumed.communicate(timeout=600)
@@ -104,6 +132,116 @@ def test_killed_run_resumes_to_the_same_numbers(cache_dir, tmp_path):
   assert "resumed after epoch" in output
   result = json.loads((workdir / "fold_1/result.json").read_text())
   assert metrics_of(result["history"]) == metrics_of(unbroken.history)
+
+
+def test_sigterm_stops_the_command_and_the_rerun_resumes(longer_run, tmp_path):
+  """SIGTERM after the first epoch's checkpoint (so during epoch 2, usually mid-epoch): exit code
+  143, one line naming the position, a checkpoint there; the rerun ends like an unbroken run."""
+  args, unbroken = longer_run
+  workdir = tmp_path / "run"
+  process = run_main([*args, f"--workdir={workdir}"])
+  latest = workdir / "fold_1/checkpoints/latest"
+  wait_for_checkpoint(process, latest)
+  time.sleep(0.1)
+  process.send_signal(signal.SIGTERM)
+  output, _ = process.communicate(timeout=300)
+  assert process.returncode == 143, output
+  last = output.strip().splitlines()[-1]
+  match = re.fullmatch(r"wavejax: preempted by SIGTERM at fold 1 epoch (\d) step (\d+)/12; rerun "
+                       r"the same command to resume \(from epoch \1 step \2\)", last)
+  assert match, output[-3000:]
+  epoch, step = int(match[1]), int(match[2])
+  assert checkpoint_steps(latest) == [(epoch - 1) * 12 + step]
+  resumed = run_main([*args, f"--workdir={workdir}"])
+  output, _ = resumed.communicate(timeout=600)
+  assert resumed.returncode == 0, output
+  assert (f"resumed in epoch {epoch} at step {step}/12" if step else
+          f"resumed after epoch {epoch - 1}") in output
+  result = json.loads((workdir / "fold_1/result.json").read_text())
+  assert metrics_of(result["history"]) == metrics_of(unbroken.history)
+
+
+def signal_during_call(trainer, call, signum=signal.SIGTERM):
+  """Makes `signum` arrive while the trainer runs its `call`-th train step."""
+  jitted, calls = trainer.train_step, []
+
+  def step(state, batch):
+    calls.append(None)
+    if len(calls) == call:
+      signal.raise_signal(signum)
+    return jitted(state, batch)
+
+  trainer.train_step = step
+
+
+def test_sigterm_mid_epoch_saves_and_resumes_exactly(cache_dir, tmp_path):
+  config = wavejax_config.resolve(tiny_config(cache_dir))
+  unbroken = train.train_fold(config, 1)
+  data = train.load_fold_data(config, 1)
+  trainer = train.FoldTrainer(config, data, tmp_path / "fold_1")
+  steps = trainer.steps_per_epoch
+  handler = signal.getsignal(signal.SIGTERM)
+  signal_during_call(trainer, steps + 3)  # the 3rd step of epoch 2
+  with pytest.raises(errors.Preempted, match=rf"SIGTERM at fold 1 epoch 2 step 3/{steps}; ") as e:
+    trainer.run()
+  assert e.value.exit_code == 143 and signal.getsignal(signal.SIGTERM) is handler
+  assert checkpoint_steps(tmp_path / "fold_1/checkpoints/latest") == [steps + 3]
+  assert checkpoint_steps(tmp_path / "fold_1/checkpoints/best") == [1]
+  # The rerun continues epoch 2 at its 4th batch, with the epoch's sums so far.
+  result = train.FoldTrainer(config, data, tmp_path / "fold_1").run()
+  assert metrics_of(result.history) == metrics_of(unbroken.history)
+  assert result == with_timings_of(unbroken, result)
+
+
+def with_timings_of(expected, actual):
+  """`expected` with the timings of `actual` (wall-clock numbers differ between runs)."""
+  history = [{**r, "train_seconds": a["train_seconds"], "utterances_per_s": a["utterances_per_s"]}
+             for r, a in zip(expected.history, actual.history)]
+  return dataclasses.replace(expected, history=history,
+                             train_utterances_per_s=actual.train_utterances_per_s)
+
+
+def test_nan_stops_the_run_and_is_never_saved(cache_dir, tmp_path, monkeypatch):
+  monkeypatch.setattr(train, "FINITE_CHECK_EVERY", 2)
+  config = wavejax_config.resolve(tiny_config(cache_dir, **{"train.num_epochs": 3}))
+  data = train.load_fold_data(config, 1)
+
+  def diverging_trainer(from_call):
+    """A trainer whose weights and loss become NaN from its `from_call`-th train step on."""
+    trainer = train.FoldTrainer(config, data, tmp_path / "fold_1")
+    jitted, calls = trainer.train_step, []
+
+    def step(state, batch):
+      calls.append(None)
+      state, metrics = jitted(state, batch)
+      if len(calls) >= from_call:
+        state = state.replace(params=jax.tree.map(lambda p: p * np.nan, state.params))
+        metrics = {**metrics, "loss_sum": metrics["loss_sum"] * np.nan}
+      return state, metrics
+
+    trainer.train_step = step
+    return trainer
+
+  first = diverging_trainer(from_call=6 + 3)  # 6 steps per epoch: the 3rd step of epoch 2
+  assert first.steps_per_epoch == 6
+  with pytest.raises(errors.TrainingError,
+                     match=r"fold 1 epoch 2 step 4/6: the training loss is nan; lower "
+                           r"config.train.learning_rate \(the last good checkpoint is kept\)"):
+    first.run()  # found by the check every 2 steps
+  latest, best = tmp_path / "fold_1/checkpoints/latest", tmp_path / "fold_1/checkpoints/best"
+  assert checkpoint_steps(latest) == [6] and checkpoint_steps(best) == [1]
+  # A signal after the divergence does not save the bad state either.
+  second = diverging_trainer(from_call=3)  # resumes after epoch 1: its 3rd call is epoch 2's 3rd
+  signal_during_call(second, 3)
+  with pytest.raises(errors.TrainingError, match=r"epoch 2 step 3/6: the training loss is nan"):
+    second.run()
+  assert checkpoint_steps(latest) == [6] and checkpoint_steps(best) == [1]
+  # The good checkpoint restores, also under the epoch-numbered name older versions gave it.
+  (latest / "6").rename(latest / "1")
+  third = train.FoldTrainer(config, data, tmp_path / "fold_1")
+  assert third.restore() == 1 and int(third.state.step) == 6
+  assert bool(third.all_finite(third.weights()))
+  third.checkpointer.close()
 
 
 MULTI_DEVICE_SCRIPT = """
@@ -136,23 +274,23 @@ print(json.dumps({{
 
 
 def test_several_devices_give_the_metrics_of_one(cache_dir, tmp_path):
-  """One step and evaluation agree across 1 and 4 devices. (Whole runs drift apart: Adam turns
-  last-bit differences of near-zero gradients into full-size steps.)"""
+  """One step and evaluation agree across 1 and 8 devices (one example per device). (Whole runs
+  drift apart: Adam turns last-bit differences of near-zero gradients into full-size steps.)"""
   script = MULTI_DEVICE_SCRIPT.format(tests=str(REPO / "tests"), repo=str(REPO),
                                       cache=str(cache_dir))
   outputs = {}
-  for count in (1, 4):
+  for count in (1, 8):
     env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={count}"}
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
                           text=True, timeout=600, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     outputs[count] = json.loads(done.stdout.strip().splitlines()[-1])
-  one, four = outputs[1], outputs[4]
-  assert (one["devices"], four["devices"], four["batch_devices"]) == (1, 4, 4)
-  assert one["predictions"] == four["predictions"]
-  np.testing.assert_allclose(one["loss"], four["loss"], rtol=1e-5)
-  np.testing.assert_allclose(one["kernel"], four["kernel"], rtol=1e-5, atol=1e-7)
-  assert one["epochs"] == four["epochs"] == 2
+  one, eight = outputs[1], outputs[8]
+  assert (one["devices"], eight["devices"], eight["batch_devices"]) == (1, 8, 8)
+  assert one["predictions"] == eight["predictions"]
+  np.testing.assert_allclose(one["loss"], eight["loss"], rtol=1e-5)
+  np.testing.assert_allclose(one["kernel"], eight["kernel"], rtol=1e-5, atol=1e-7)
+  assert one["epochs"] == eight["epochs"] == 2
 
 
 def test_frontend_learning_rate_multiplier(cache_dir):

@@ -1,6 +1,11 @@
 """Orbax checkpoints of a training run: the latest state (to resume) and the best-on-validation
-parameters (to report and predict). Orbax writes each checkpoint to a temporary folder and renames
-it when complete, so a crash mid-write never replaces a good checkpoint.
+parameters (to report and predict).
+
+`latest/<step>` is numbered by the optimiser step (after an epoch, or mid-epoch when a run is
+preempted), `best/<epoch>` by epoch; each keeps one checkpoint. Orbax writes a checkpoint into a
+temporary folder, renames it when complete and only then deletes the previous one, so a save that
+fails or is killed part-way never replaces a good checkpoint (tests/test_checkpoint.py). Every
+process of a multi-process run calls save and restore; Orbax coordinates them.
 """
 
 from __future__ import annotations
@@ -13,24 +18,30 @@ import orbax.checkpoint as ocp
 from wavejax import errors
 
 
-def _manager(directory: pathlib.Path) -> ocp.CheckpointManager:
+def _manager(directory: pathlib.Path, cleanup: bool) -> ocp.CheckpointManager:
   options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True,
-                                         enable_async_checkpointing=False)
+                                         enable_async_checkpointing=False,
+                                         cleanup_tmp_directories=cleanup)
   return ocp.CheckpointManager(directory.absolute(), options=options,
                                item_names=("state", "meta"))
 
 
 class Checkpointer:
-  """`latest/` holds the whole train state after the last finished epoch, `best/` the model
-  variables of the epoch with the best validation metric; each with a JSON `meta` dict."""
+  """`latest/` holds the whole train state, `best/` the model variables of the epoch with the best
+  validation metric; each with a JSON `meta` dict.
 
-  def __init__(self, directory):
+  cleanup=True (the trainer) deletes temporary folders left by interrupted saves; readers that may
+  run beside a training run (predict) leave them.
+  """
+
+  def __init__(self, directory, cleanup: bool = False):
     directory = pathlib.Path(directory)
-    self.latest = _manager(directory / "latest")
-    self.best = _manager(directory / "best")
+    self.latest = _manager(directory / "latest", cleanup)
+    self.best = _manager(directory / "best", cleanup)
 
-  def save_latest(self, epoch: int, state, meta: dict) -> None:
-    _save(self.latest, epoch, state, meta)
+  def save_latest(self, step: int, state, meta: dict) -> None:
+    """`step`: the optimiser step of `state` (the checkpoint's folder name)."""
+    _save(self.latest, step, state, meta)
 
   def save_best(self, epoch: int, weights: dict, meta: dict) -> None:
     """`weights`: the model variables to keep, e.g. {"params": ..., "batch_stats": ...}."""
@@ -49,22 +60,27 @@ class Checkpointer:
     self.best.close()
 
 
-def _save(manager, epoch, item, meta) -> None:
-  manager.save(epoch, args=ocp.args.Composite(state=ocp.args.StandardSave(item),
-                                              meta=ocp.args.JsonSave(meta)), force=True)
-  manager.wait_until_finished()
+def _save(manager, step, item, meta) -> None:
+  try:
+    manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(item),
+                                               meta=ocp.args.JsonSave(meta)), force=True)
+    manager.wait_until_finished()
+  except OSError as e:
+    raise errors.CheckpointError(
+        f"{manager.directory}/{step}: writing the checkpoint failed ({e}); the previous one is "
+        "kept: free disk space (or fix the folder's permissions) and rerun to resume") from e
 
 
 def _restore(manager, target):
-  epoch = manager.latest_step()
-  if epoch is None:
+  step = manager.latest_step()
+  if step is None:
     return None
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
   try:
-    restored = manager.restore(epoch, args=ocp.args.Composite(
+    restored = manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
   except (ValueError, KeyError, FileNotFoundError) as e:
     raise errors.CheckpointError(
-        f"{manager.directory}/{epoch}: checkpoint does not match this model/config ({e}); "
+        f"{manager.directory}/{step}: checkpoint does not match this model/config ({e}); "
         "resume with the config that wrote it or use a new --workdir") from e
   return restored.state, restored.meta

@@ -36,3 +36,23 @@ class CheckpointError(WavejaxError):
 
 class TrainingError(WavejaxError):
   """Training cannot continue (e.g. the loss became NaN or infinite)."""
+
+
+class Preempted(WavejaxError):
+  """Training stopped on SIGTERM or SIGINT after saving its checkpoint; rerunning resumes it.
+
+  `exit_code` is the shell's convention for a process ended by that signal (128 + signal number:
+  143 for SIGTERM, 130 for SIGINT), so schedulers that requeue preempted jobs recognise it.
+  """
+
+  def __init__(self, message: str, signum: int):
+    super().__init__(message)
+    self.signum = int(signum)
+
+  @property
+  def exit_code(self) -> int:
+    return 128 + self.signum
+
+
+class SweepError(WavejaxError):
+  """A grid shard (`--shard=I/N`, a launcher's array variables) or a sweep option is invalid."""

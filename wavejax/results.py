@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import pathlib
 from collections.abc import Sequence
 
 import numpy as np
+
+from wavejax import atomic
 
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
@@ -87,21 +88,14 @@ class FoldResult:
 
 
 def write_json(path, data) -> None:
-  """Writes JSON atomically (temporary file + rename): a crash never leaves half a file."""
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-  temporary.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-  os.replace(temporary, path)
+  """Writes JSON atomically (a unique temporary file beside it + rename, `atomic.atomic_write`): a
+  crash never leaves half a file, and concurrent writers on several hosts never collide."""
+  atomic.atomic_write(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def write_text(path, text: str) -> None:
   """Writes text atomically, like `write_json`."""
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-  temporary.write_text(text)
-  os.replace(temporary, path)
+  atomic.atomic_write(path, text)
 
 
 def save_fold(result: FoldResult, path) -> None:

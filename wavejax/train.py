@@ -6,6 +6,11 @@ test; the reported epoch is chosen on validation. A fold with a workdir keeps Or
 the latest state and the best parameters, and resumes from the latest: the data order of epoch e
 and the dropout key of step s are functions of (seed, fold, e) and (seed, s), so a resumed run gives
 the same numbers as an unbroken one.
+
+SIGTERM or SIGINT during training saves the state before the next step, with its position in the
+epoch and the epoch's running metric sums, and raises `errors.Preempted`; the rerun continues that
+epoch from the next batch. A NaN or infinite loss (checked every `FINITE_CHECK_EVERY` steps) or
+weight (checked before every save) raises `errors.TrainingError` and is never saved.
 """
 
 from __future__ import annotations
@@ -25,11 +30,14 @@ import optax
 from absl import logging
 from flax.training import train_state
 
-from wavejax import checkpoint, errors, metrics_log, parallel, results
+from wavejax import checkpoint, errors, metrics_log, parallel, preemption, results
 from wavejax import config as wavejax_config
 from wavejax.analysis import change_rate, learned_filters
 from wavejax.data import folds, pipeline
 from wavejax.models import create_model, layers
+
+# Steps between checks of the running training loss for NaN/Inf (each waits for the device).
+FINITE_CHECK_EVERY = 50
 
 
 class TrainState(train_state.TrainState):
@@ -81,6 +89,13 @@ def eval_step(state: TrainState, batch: dict) -> jax.Array:
   """Predicted class of every example of `batch`."""
   logits = state.apply_fn(state.variables(), batch["waveforms"], train=False)
   return jnp.argmax(logits, -1)
+
+
+def all_finite(tree) -> jax.Array:
+  """True when every floating-point number in `tree` is finite."""
+  checks = [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)
+            if jnp.issubdtype(leaf.dtype, jnp.inexact)]
+  return jnp.all(jnp.stack(checks)) if checks else jnp.array(True)
 
 
 def batch_moments(state: TrainState, waveforms: jax.Array) -> Any:
@@ -193,11 +208,11 @@ def train_fold(config: ml_collections.ConfigDict, fold: int | None = None,
       logging.info("fold %d: already complete, reading %s", fold, fold_dir / "result.json")
       return results.load_fold(fold_dir / "result.json")
   data = load_fold_data(config, fold)
-  if workdir is not None:
+  if workdir is not None and parallel.is_primary():
     folds.write_assignment(data.manifest, pathlib.Path(workdir) / "folds.json",
                            classes=data.classes)
   result = FoldTrainer(config, data, fold_dir).run()
-  if fold_dir is not None:
+  if fold_dir is not None and parallel.is_primary():
     results.save_fold(result, fold_dir / "result.json")
   return result
 
@@ -220,7 +235,7 @@ def check_config(config, fold_dir: pathlib.Path) -> None:
       raise errors.ConfigError(
           f"{fold_dir} was written by a different config (changed: {', '.join(changed[:5])}); "
           "use a new --workdir or the original config")
-  else:
+  elif parallel.is_primary():
     results.write_json(path, current)
 
 
@@ -259,46 +274,57 @@ class FoldTrainer:
                               out_shardings=(replicated, replicated), donate_argnums=0)
     self.eval_step = jax.jit(eval_step, in_shardings=(replicated, sharded),
                              out_shardings=replicated)
+    self.all_finite = jax.jit(all_finite, in_shardings=replicated, out_shardings=replicated)
     self.batch_moments = jax.jit(batch_moments, in_shardings=(replicated, sharded),
                                  out_shardings=replicated)
-    self.checkpointer = (checkpoint.Checkpointer(fold_dir / "checkpoints")
+    self.checkpointer = (checkpoint.Checkpointer(fold_dir / "checkpoints", cleanup=True)
                          if fold_dir is not None and train_cfg.checkpoint else None)
+    self.saved_step = None  # the optimiser step of the latest checkpoint
+    self.resume_at = None  # {"step_in_epoch", "sums", "seconds"}: a checkpoint taken mid-epoch
+    self.stop = preemption.StopSignals(enabled=False)
     self.history: list[dict] = []
     self.change_rate = (change_rate.ChangeRateTracker()
                         if train_cfg.get("track_change_rate", False) else None)
     self.metrics_log = (metrics_log.MetricsLog(fold_dir, train_cfg.get("tensorboard", False))
-                        if fold_dir is not None else None)
+                        if fold_dir is not None and parallel.is_primary() else None)
     self.filter_images_every = int(train_cfg.get("filter_images_every", 0))
     self.best = None  # {"params", "batch_stats"} of the best epoch on validation
 
   def run(self) -> results.FoldResult:
+    """Trains the remaining epochs and returns the fold's result. With checkpoints, SIGTERM and
+    SIGINT save the state and raise `errors.Preempted` while it runs (see `preemption`)."""
     try:
-      start_epoch = self.restore()
-      self.start_monitoring(start_epoch)
-      epoch_times = []
-      for epoch in range(start_epoch + 1, self.config.train.num_epochs + 1):
-        began = time.perf_counter()
-        record = self.train_epoch(epoch)
-        record.update(self.evaluate_epoch())
-        if self.change_rate is not None:  # Fig. 4; before after_epoch, which checkpoints it
-          record["change_rate"] = self.change_rate.update(epoch, self.state.params)
-        epoch_times.append(time.perf_counter() - began)
-        self.history.append(record)
-        self.monitor_epoch(epoch, record)  # before the checkpoint: a resume rewrites its lines
-        self.after_epoch(epoch, record)
-        self.log_epoch(epoch, record, epoch_times)
-      return self.fold_result()
+      self.stop = preemption.StopSignals(enabled=self.checkpointer is not None)
+      with self.stop:
+        return self.train()
     finally:
       if self.checkpointer is not None:
         self.checkpointer.close()
       if self.metrics_log is not None:
         self.metrics_log.close()
 
+  def train(self) -> results.FoldResult:
+    start_epoch = self.restore()
+    self.start_monitoring(start_epoch)
+    epoch_times = []
+    for epoch in range(start_epoch + 1, self.config.train.num_epochs + 1):
+      began = time.perf_counter()
+      record = self.train_epoch(epoch)
+      record.update(self.evaluate_epoch())
+      if self.change_rate is not None:  # Fig. 4; before after_epoch, which checkpoints it
+        record["change_rate"] = self.change_rate.update(epoch, self.state.params)
+      epoch_times.append(time.perf_counter() - began)
+      self.history.append(record)
+      self.monitor_epoch(epoch, record)  # before the checkpoint: a resume rewrites its lines
+      self.after_epoch(epoch, record)
+      self.log_epoch(epoch, record, epoch_times)
+    return self.fold_result()
+
   def start_monitoring(self, start_epoch: int) -> None:
     """The change-rate baseline and the initial filters, before the first (or resumed) epoch."""
     if self.change_rate is not None:
       self.change_rate.update(start_epoch, self.state.params)
-    if start_epoch == 0:
+    if start_epoch == 0 and self.resume_at is None:
       self.write_filters(0)
 
   def monitor_epoch(self, epoch: int, record: dict) -> None:
@@ -330,43 +356,98 @@ class FoldTrainer:
       return 0
     self.state, meta = restored
     self.history = meta["history"]
+    self.saved_step = int(self.state.step)
+    self.resume_at = meta.get("partial")
     best = self.checkpointer.restore_best(self.weights())
     self.best = None if best is None else best[0]
-    logging.info("fold %d: resumed after epoch %d from %s", self.fold, meta["epoch"],
-                 self.fold_dir / "checkpoints")
+    if self.resume_at is None:
+      logging.info("fold %d: resumed after epoch %d from %s", self.fold, meta["epoch"],
+                   self.fold_dir / "checkpoints")
+    else:
+      logging.info("fold %d: resumed in epoch %d at step %d/%d from %s", self.fold,
+                   meta["epoch"] + 1, self.resume_at["step_in_epoch"], self.steps_per_epoch,
+                   self.fold_dir / "checkpoints")
     return int(meta["epoch"])
 
+  def batches(self, order: np.ndarray, batch_size: int, first_batch: int = 0):
+    """The global batches of `order` on the mesh; this process loads only its rows of each."""
+    rows = parallel.local_rows(self.mesh, batch_size)
+    for batch in pipeline.batches(self.data.waveforms, self.data.targets, order, batch_size,
+                                  first_batch=first_batch, rows=rows):
+      yield parallel.put_batch(batch, self.mesh)
+
   def train_epoch(self, epoch: int) -> dict:
+    """One epoch of training (the rest of it after a mid-epoch resume); its loss and accuracy."""
     split, train_cfg = self.data.split, self.config.train
     order = pipeline.epoch_order(split.train, self.data.targets, seed=self.config.seed,
                                  fold=self.fold, epoch=epoch if train_cfg.reshuffle else 1,
                                  balanced=train_cfg.balanced_sampling)
-    sums = None
+    first, sums, seconds = self.take_resume_point()
     began = time.perf_counter()
-    for batch in pipeline.batches(self.data.waveforms, self.data.targets, order,
-                                  self.batch_size):
-      batch = parallel.put_batch(batch, self.mesh)
+    for step, batch in enumerate(self.batches(order, self.batch_size, first), first):
+      if self.stop.requested():
+        self.preempt(epoch, step, sums, seconds + time.perf_counter() - began)
       self.state, metrics = self.train_step(self.state, batch)
       sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
+      if (step + 1) % FINITE_CHECK_EVERY == 0:
+        self.check_finite(epoch, step + 1, sums)
+    seconds += time.perf_counter() - began
+    self.check_finite(epoch, self.steps_per_epoch, sums, weights=True)
     sums = jax.device_get(sums)
-    seconds = time.perf_counter() - began
-    loss = float(sums["loss_sum"] / sums["count"])
-    if not np.isfinite(loss):
-      raise errors.TrainingError(
-          f"fold {self.fold} epoch {epoch}: the training loss is {loss}; lower "
-          "config.train.learning_rate (the last good checkpoint is kept)")
-    return {"epoch": epoch, "train_loss": loss,
+    return {"epoch": epoch, "train_loss": float(sums["loss_sum"] / sums["count"]),
             "train_running_acc": float(sums["correct"] / sums["count"]),
             "train_seconds": seconds, "utterances_per_s": float(sums["count"]) / seconds}
+
+  def take_resume_point(self) -> tuple[int, dict | None, float]:
+    """(first batch, running metric sums, seconds spent) of the epoch about to be trained: where a
+    mid-epoch checkpoint left it, else (0, None, 0)."""
+    resume_at, self.resume_at = self.resume_at, None
+    if resume_at is None:
+      return 0, None, 0.0
+    sums = {name: np.float32(value) for name, value in resume_at["sums"].items()}
+    return int(resume_at["step_in_epoch"]), sums, float(resume_at["seconds"])
+
+  def check_finite(self, epoch: int, step: int, sums, weights: bool = False) -> None:
+    """Raises `errors.TrainingError` when the running loss (or, with weights=True, a weight) is NaN
+    or infinite; the caller then saves nothing, so the last good checkpoint stays."""
+    sums = jax.device_get(sums)
+    loss = float(sums["loss_sum"] / max(float(sums["count"]), 1.0))
+    problem = None if np.isfinite(loss) else f"the training loss is {loss}"
+    if problem is None and weights and not bool(self.all_finite(self.weights())):
+      problem = "a weight is NaN or infinite"
+    if problem is not None:
+      raise errors.TrainingError(
+          f"fold {self.fold} epoch {epoch} step {step}/{self.steps_per_epoch}: {problem}; lower "
+          "config.train.learning_rate (the last good checkpoint is kept)")
+
+  def preempt(self, epoch: int, step: int, sums, seconds: float) -> None:
+    """Saves the state before `step` of `epoch` (with the epoch's running sums, so that a rerun
+    continues this epoch exactly) and raises `errors.Preempted`."""
+    resumes = f"epoch {epoch} step {step}"
+    if int(self.state.step) not in (0, self.saved_step):
+      if self.change_rate is not None:
+        resumes = (f"the start of epoch {epoch}: config.train.track_change_rate saves no "
+                   "mid-epoch state")
+      else:
+        self.check_finite(epoch, step, sums, weights=True)
+        partial = {"step_in_epoch": step, "seconds": seconds,
+                   "sums": {name: float(value) for name, value in jax.device_get(sums).items()}}
+        self.checkpointer.save_latest(int(self.state.step), self.state,
+                                      {"epoch": epoch - 1, "history": self.history,
+                                       "partial": partial})
+        self.saved_step = int(self.state.step)
+    raise errors.Preempted(
+        f"preempted by {self.stop.signal_name} at fold {self.fold} epoch {epoch} step "
+        f"{step}/{self.steps_per_epoch}; rerun the same command to resume (from {resumes})",
+        self.stop.signum)
 
   def weights(self) -> dict:
     return {"params": self.state.params, "batch_stats": self.state.batch_stats}
 
   def predict(self, indices: np.ndarray, weights=None) -> np.ndarray:
     state = self.state if weights is None else self.state.replace(**weights)
-    predictions = [np.asarray(self.eval_step(state, parallel.put_batch(batch, self.mesh)))
-                   for batch in pipeline.batches(self.data.waveforms, self.data.targets, indices,
-                                                 self.eval_batch_size)]
+    predictions = [np.asarray(self.eval_step(state, batch))
+                   for batch in self.batches(indices, self.eval_batch_size)]
     return np.concatenate(predictions)[:len(indices)]
 
   def metrics(self, indices: np.ndarray, weights=None) -> dict:
@@ -390,9 +471,8 @@ class FoldTrainer:
                                  epoch=0, balanced=False)
     full = max(1, len(order) // self.batch_size) * self.batch_size
     order = order[:min(full, num_batches * self.batch_size)]
-    per_batch = [self.batch_moments(self.state, parallel.put_batch(batch, self.mesh)["waveforms"])
-                 for batch in pipeline.batches(self.data.waveforms, self.data.targets, order,
-                                               self.batch_size)]
+    per_batch = [self.batch_moments(self.state, batch["waveforms"])
+                 for batch in self.batches(order, self.batch_size)]
     statistics = population_statistics(per_batch)
     statistics = jax.tree.map(lambda new, old: jnp.asarray(new, old.dtype), statistics,
                               jax.device_get(self.state.batch_stats))
@@ -411,7 +491,9 @@ class FoldTrainer:
       meta = {"epoch": epoch, "history": self.history}
       if improved:
         self.checkpointer.save_best(epoch, self.weights(), meta)
-      self.checkpointer.save_latest(epoch, self.state, meta)
+      step = int(self.state.step)
+      self.checkpointer.save_latest(step, self.state, meta)
+      self.saved_step = step
 
   def log_epoch(self, epoch: int, record: dict, epoch_times: list[float]) -> None:
     remaining = (self.config.train.num_epochs - epoch) * float(np.mean(epoch_times))
@@ -458,7 +540,7 @@ def cross_validate(config: ml_collections.ConfigDict, workdir=None,
                     else range(1, folds.num_folds(pipeline.load_dataset(config.data, task=config.task)[0]) + 1))
   fold_results = [train_fold(config, fold, workdir) for fold in fold_numbers]
   summary = results.summarize(fold_results)
-  if workdir is not None:
+  if workdir is not None and parallel.is_primary():
     results.write_json(pathlib.Path(workdir) / "summary.json", summary)
     results.write_text(pathlib.Path(workdir) / "summary.md", results.markdown_table(summary))
   return fold_results, summary

@@ -10,7 +10,8 @@ never overlap. Per-example gains are random (overall -30 to -10 dBFS, each band 
 loudness is a weak cue at most.
 
 `compare` trains several models on this corpus with the normal trainer (`train.FoldTrainer`) for
-several seeds and reports their test accuracies; `PooledInput` turns any zoo model into its
+several seeds and reports their test accuracies (`run_one` is one such run and `summarize` the
+report, for sweeps that spread the runs over workers); `PooledInput` turns any zoo model into its
 "pool-first" twin (the waveform pooled by 2 before the model, which then runs at half the rate):
 with SimpleNet-CNN inside it differs from SimpleNet-CNN only in where the pooling is.
 """
@@ -158,29 +159,48 @@ def train_one(contender: Contender, data: train.FoldData) -> dict:
           "selected_epoch": result.selected_epoch}
 
 
+def seed_data(seed: int, per_class_per_session: int = 20, clip_seconds: float = 0.5,
+              val_size: int = 8, fold: int = 1) -> train.FoldData:
+  """The corpus and split of one seed (both follow the seed)."""
+  manifest, waveforms, targets = make_corpus(per_class_per_session, clip_seconds=clip_seconds,
+                                             seed=seed)
+  return fold_data(manifest, waveforms, targets, fold, val_size, seed)
+
+
+def run_one(contender: Contender, seed: int, data: train.FoldData) -> dict:
+  """One run of the comparison: `contender` trained with `seed` on `seed_data(seed)`."""
+  config = ml_collections.ConfigDict(contender.config.to_dict())
+  config.seed = int(seed)
+  return train_one(dataclasses.replace(contender, config=config), data)
+
+
 def compare(contenders: dict[str, Contender], seeds, per_class_per_session: int = 20,
             clip_seconds: float = 0.5, val_size: int = 8, fold: int = 1) -> dict:
   """Trains every contender for every seed (corpus, split, init and data order all follow the
-  seed) and returns `{"models": {name: {"test_wa": [...], "mean", "std", ...}}, "chance",
-  "verdict"}`."""
-  runs = {name: [] for name in contenders}
+  seed) and returns `summarize` of the runs."""
+  runs = {name: {} for name in contenders}
   for seed in seeds:
-    manifest, waveforms, targets = make_corpus(per_class_per_session, clip_seconds=clip_seconds,
-                                               seed=seed)
-    data = fold_data(manifest, waveforms, targets, fold, val_size, seed)
+    data = seed_data(seed, per_class_per_session, clip_seconds, val_size, fold)
     for name, contender in contenders.items():
-      config = ml_collections.ConfigDict(contender.config.to_dict())
-      config.seed = int(seed)
-      runs[name].append(train_one(dataclasses.replace(contender, config=config), data))
+      runs[name][int(seed)] = run_one(contender, seed, data)
+  return summarize(runs)
+
+
+def summarize(runs: dict[str, dict[int, dict]]) -> dict:
+  """`{"models": {name: {"seeds", "runs", "test_wa": [...], "mean", "std"}}, "chance", "classes",
+  "bands_hz", "verdict"}` from {name: {seed: `run_one` result}}; names without runs are left out."""
   models = {}
-  for name, entries in runs.items():
+  for name, by_seed in runs.items():
+    if not by_seed:
+      continue
+    seeds = sorted(by_seed)
+    entries = [by_seed[seed] for seed in seeds]
     accuracies = np.array([e["test_wa"] for e in entries])
-    models[name] = {"seeds": list(map(int, seeds)), "runs": entries,
-                    "test_wa": accuracies.tolist(), "mean": float(accuracies.mean()),
-                    "std": float(accuracies.std())}
+    models[name] = {"seeds": seeds, "runs": entries, "test_wa": accuracies.tolist(),
+                    "mean": float(accuracies.mean()), "std": float(accuracies.std())}
   summary = {"models": models, "chance": 1.0 / len(CLASSES), "classes": list(CLASSES),
              "bands_hz": [list(map(list, bands)) for bands in class_bands()]}
-  summary["verdict"] = band_task_verdict(summary)
+  summary["verdict"] = band_task_verdict(summary) if models else "band task: no run is complete"
   return summary
 
 

@@ -15,18 +15,23 @@ from wavejax import errors, plots, results
 CONFIGS = pathlib.Path(__file__).resolve().parents[2] / "configs"
 
 
-def load_config(model: str, overrides: dict | None = None,
-                configs_dir=CONFIGS) -> ml_collections.ConfigDict:
-  """`configs/<model>.py:get_config()` with dotted-field `overrides` applied."""
+def available_configs(configs_dir=CONFIGS) -> list[str]:
+  """The model configs of `configs/` (every `<name>.py` but `base`)."""
+  return sorted(p.stem for p in pathlib.Path(configs_dir).glob("*.py")
+                if p.stem not in ("__init__", "base"))
+
+
+def load_config(model: str, overrides: dict | None = None, configs_dir=CONFIGS,
+                arg: str = "") -> ml_collections.ConfigDict:
+  """`configs/<model>.py:get_config(arg)` with dotted-field `overrides` applied."""
   path = pathlib.Path(configs_dir) / f"{model}.py"
   if not path.exists():
-    available = sorted(p.stem for p in pathlib.Path(configs_dir).glob("*.py")
-                       if p.stem not in ("__init__", "base"))
-    raise errors.ConfigError(f"{path}: no such model config; choose one of {available}")
+    raise errors.ConfigError(f"{path}: no such model config; choose one of "
+                             f"{available_configs(configs_dir)}")
   spec = importlib.util.spec_from_file_location(f"wavejax_analysis_config_{model}", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  config = module.get_config()
+  config = module.get_config(arg)
   for dotted, value in (overrides or {}).items():
     wavejax_config.set_field(config, dotted, value)
   return config

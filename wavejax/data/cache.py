@@ -23,7 +23,7 @@ import pathlib
 import numpy as np
 from absl import logging
 
-from wavejax import errors
+from wavejax import atomic, errors
 from wavejax.data import audio, workers
 from wavejax.data.manifest import Manifest
 
@@ -174,8 +174,8 @@ def _decode_to_file(manifest, sample_rate, clip_seconds, path: pathlib.Path,
   """Decodes into the cache entry `path` (good rows only) and its `.bad.json`; returns bad."""
   logging.info("Decoding %d files of %s into %s", len(manifest), manifest.dataset, path)
   path.parent.mkdir(parents=True, exist_ok=True)
-  temporary = path.with_suffix(f".{os.getpid()}.tmp")
-  compacted = path.with_suffix(f".{os.getpid()}.good.tmp")
+  temporary = atomic.temporary_path(path)  # unique across hosts sharing the cache directory
+  compacted = atomic.temporary_path(path.with_suffix(".good"))
   shape = (len(manifest), audio.clip_samples(sample_rate, clip_seconds))
   try:
     waveforms = np.lib.format.open_memmap(temporary, mode="w+", dtype=np.float32, shape=shape)
@@ -214,9 +214,7 @@ def _bad_path(path: pathlib.Path) -> pathlib.Path:
 
 
 def _write_bad(path: pathlib.Path, bad) -> None:
-  temporary = path.with_suffix(f".{os.getpid()}.tmp")
-  temporary.write_text(json.dumps({"bad": [list(item) for item in bad]}, indent=1))
-  os.replace(temporary, path)
+  atomic.atomic_write(path, json.dumps({"bad": [list(item) for item in bad]}, indent=1))
 
 
 def _read_bad(path: pathlib.Path) -> tuple[tuple[int, str], ...]:

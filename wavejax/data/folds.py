@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import pathlib
 
 import numpy as np
 from absl import logging
 
-from wavejax import errors
+from wavejax import atomic, errors
 from wavejax.data.manifest import EMOTIONS, GENDERS, UNKNOWN, Manifest
 
 # task -> (Utterance field, classes); None: the classes come from the manifest.
@@ -127,11 +126,7 @@ def write_assignment(manifest: Manifest, path, classes=None) -> pathlib.Path:
   data = {"dataset": manifest.dataset, "root": manifest.root, "num_folds": len(sessions),
           "classes": None if classes is None else list(classes), "folds": folds,
           "utterances": {u.utt_id: u.session for u in manifest}}
-  path.parent.mkdir(parents=True, exist_ok=True)
-  temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-  temporary.write_text(json.dumps(data, indent=1))
-  os.replace(temporary, path)
-  return path
+  return atomic.atomic_write(path, json.dumps(data, indent=1))
 
 
 def read_assignment(path) -> dict[str, int]:

@@ -89,14 +89,20 @@ def epoch_order(indices: np.ndarray, targets: np.ndarray, *, seed: int, fold: in
   return rng.choice(indices, size=len(indices), replace=True, p=probabilities)
 
 
-def batches(waveforms: np.ndarray, targets: np.ndarray, order: np.ndarray,
-            batch_size: int) -> Iterator[dict]:
-  """Fixed-size batches in `order`; the last one is padded with weight-0 copies of example 0."""
-  for start in range(0, len(order), batch_size):
+def batches(waveforms: np.ndarray, targets: np.ndarray, order: np.ndarray, batch_size: int, *,
+            first_batch: int = 0, rows: slice | None = None) -> Iterator[dict]:
+  """Fixed-size batches in `order`; the last one is padded with weight-0 copies of example 0.
+
+  `first_batch` skips that many batches without loading them (a resumed epoch); `rows` keeps only
+  those rows of every batch and loads only their waveforms (one process's share of a global batch).
+  """
+  rows = slice(None) if rows is None else rows
+  for start in range(first_batch * batch_size, len(order), batch_size):
     chosen = order[start:start + batch_size]
     weights = np.ones(batch_size, np.float32)
     if len(chosen) < batch_size:
       weights[len(chosen):] = 0.0
       chosen = np.concatenate([chosen, np.full(batch_size - len(chosen), order[0])])
+    chosen, weights = chosen[rows], weights[rows]
     yield {"waveforms": np.asarray(waveforms[chosen]),
            "labels": targets[chosen].astype(np.int32), "weights": weights}

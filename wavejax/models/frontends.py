@@ -20,6 +20,7 @@ where a front-end has batch normalisation and is ignored otherwise.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -79,8 +80,14 @@ def kernel_initializer(init: str, scale: str, low_hz: float, high_hz, sample_rat
 
 
 def windowed_energy(waveforms: jax.Array, kernel: jax.Array, bias: jax.Array, *, window: int,
-                    padding: str, activation: str, method: str) -> jax.Array:
-  """Filters every window of `[B, T]` with `kernel` `[K, F]` and pools mean |y|: `[B, W, F]`."""
+                    padding: str, activation: str, method: str,
+                    dtype: Any = jnp.float32) -> jax.Array:
+  """Filters every window of `[B, T]` with `kernel` `[K, F]` and pools mean |y|: `[B, W, F]`.
+
+  `dtype` is the dtype of the products (bfloat16: mixed precision); the sums and the float32
+  result are always accumulated in float32 (`windowed_conv.filter_energy`).
+  """
+  waveforms, kernel, bias = (x.astype(dtype) for x in (waveforms, kernel, bias))
   frames = window_frames(waveforms, window, kernel.shape[0], padding)
   batch, num_windows, frame_length = frames.shape
   energy = windowed_conv.filter_energy(
@@ -115,6 +122,7 @@ class SimpleNetFrontend(nn.Module):
     method: implementation of the windowed filter (see `windowed_conv.filter_energy`).
     input_norm: "none" (paper text) or "affine": the paper code's batch normalisation of the
       waveform before the convolution, which in inference mode is one learnable scale and offset.
+    dtype: dtype of the convolution's products (parameters stay float32; see `windowed_energy`).
   """
   num_filters: int = 64
   kernel_size: int = 256
@@ -130,6 +138,7 @@ class SimpleNetFrontend(nn.Module):
   compression: str = "none"
   method: str = "auto"
   input_norm: str = "none"
+  dtype: Any = jnp.float32
 
   @property
   def window(self) -> int:
@@ -148,7 +157,7 @@ class SimpleNetFrontend(nn.Module):
       kernel, bias = jax.lax.stop_gradient(kernel), jax.lax.stop_gradient(bias)
     energy = windowed_energy(
         input_affine(waveforms, self.input_norm), kernel, bias, window=self.window,
-        padding=self.padding, activation=self.activation, method=self.method)
+        padding=self.padding, activation=self.activation, method=self.method, dtype=self.dtype)
     return compress(energy, self.compression)
 
 
@@ -192,6 +201,7 @@ class WaveRNNFrontend(nn.Module):
   fir_scale: str = "linear"
   fir_low_hz: float = 0.0
   fir_high_hz: float | None = None
+  dtype: Any = jnp.float32  # of the convolutions' products; parameters stay float32
 
   @nn.compact
   def __call__(self, waveforms: jax.Array, *, train: bool = False) -> jax.Array:
@@ -204,7 +214,8 @@ class WaveRNNFrontend(nn.Module):
                                     self.fir_high_hz, self.sample_rate)
     for layer in range(self.num_layers):
       init = first_init if layer == 0 else nn.initializers.glorot_uniform()
-      x = nn.Conv(self.features, (self.kernel_size,), padding="SAME", kernel_init=init)(x)
+      x = nn.Conv(self.features, (self.kernel_size,), padding="SAME", kernel_init=init,
+                  dtype=self.dtype)(x)
       x = nn.max_pool(nn.relu(x), (self.pool,), strides=(self.pool,), padding="VALID")
     return x.reshape(batch, num_windows, -1)
 
@@ -228,6 +239,7 @@ class TrigeorgisFrontend(nn.Module):
   fir_scale: str = "linear"
   fir_low_hz: float = 0.0
   fir_high_hz: float | None = None
+  dtype: Any = jnp.float32  # of the convolutions' products; parameters stay float32
 
   @nn.compact
   def __call__(self, waveforms: jax.Array, *, train: bool = False) -> jax.Array:
@@ -244,10 +256,10 @@ class TrigeorgisFrontend(nn.Module):
                                     self.fir_high_hz, self.sample_rate)
     x = windows.reshape(batch * num_windows, length, 1)
     x = nn.relu(nn.Conv(self.features, (self.kernel_sizes[0],), padding="SAME",
-                        kernel_init=first_init)(x))
+                        kernel_init=first_init, dtype=self.dtype)(x))
     x = nn.max_pool(x, (self.pool,), strides=(self.pool,), padding="VALID")
     x = nn.relu(nn.Conv(self.features, (self.kernel_sizes[1],), padding="SAME",
-                        kernel_init=nn.initializers.glorot_uniform())(x))
+                        kernel_init=nn.initializers.glorot_uniform(), dtype=self.dtype)(x))
     steps = x.shape[1]
     x = x.reshape(batch * num_windows, steps, self.features // self.channel_pool,
                   self.channel_pool).max(axis=-1)
@@ -281,6 +293,7 @@ class SoundNetFrontend(nn.Module):
   fir_scale: str = "linear"
   fir_low_hz: float = 0.0
   fir_high_hz: float | None = None
+  dtype: Any = jnp.float32  # of the convolutions' products; parameters stay float32
 
   @nn.compact
   def __call__(self, waveforms: jax.Array, *, train: bool = False) -> jax.Array:
@@ -295,7 +308,7 @@ class SoundNetFrontend(nn.Module):
     for layer, (features, kernel, stride, pool) in enumerate(zip(*layers)):
       init = first_init if layer == 0 else nn.initializers.glorot_uniform()
       x = nn.Conv(features, (kernel,), strides=(stride,), padding="SAME",
-                  use_bias=self.norm != "batch", kernel_init=init)(x)
+                  use_bias=self.norm != "batch", kernel_init=init, dtype=self.dtype)(x)
       x = nn.relu(normalize(x, self.norm, train, field="config.model.frontend.norm"))
       if pool > 1:
         x = nn.max_pool(x, (pool,), strides=(pool,), padding="SAME")

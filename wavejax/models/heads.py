@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 from wavejax import errors
 from wavejax.models.layers import normalize
@@ -23,15 +25,16 @@ class DenseClassifier(nn.Module):
   num_classes: int
   hidden: Sequence[int] = (64,)
   dropout: float = 0.0
+  dtype: Any = jnp.float32  # of the products; parameters and the logits stay float32
 
   @nn.compact
   def __call__(self, features: jax.Array, *, train: bool) -> jax.Array:
     x = features.reshape(features.shape[0], -1)
     for units in self.hidden:
-      x = nn.relu(nn.Dense(units)(x))
+      x = nn.relu(nn.Dense(units, dtype=self.dtype)(x))
       if self.dropout > 0:
         x = nn.Dropout(self.dropout, deterministic=not train)(x)
-    return nn.Dense(self.num_classes)(x)
+    return nn.Dense(self.num_classes, dtype=self.dtype)(x).astype(jnp.float32)
 
 
 class CNNHead(nn.Module):
@@ -59,6 +62,7 @@ class CNNHead(nn.Module):
   hidden: Sequence[int] = (64,)
   dropout: float = 0.0
   norm: str = "batch"
+  dtype: Any = jnp.float32  # of the products; parameters and normalisation stay float32
 
   @nn.compact
   def __call__(self, features: jax.Array, *, train: bool) -> jax.Array:
@@ -69,9 +73,10 @@ class CNNHead(nn.Module):
     for layer in range(self.num_layers):
       if layer:
         x = normalize(x, self.norm, train)
-      x = nn.relu(nn.Conv(self.features, tuple(self.kernel), padding="SAME")(x))
+      x = nn.relu(nn.Conv(self.features, tuple(self.kernel), padding="SAME", dtype=self.dtype)(x))
       x = nn.max_pool(x, tuple(self.pool), strides=tuple(self.pool), padding="SAME")
-    return DenseClassifier(self.num_classes, tuple(self.hidden), self.dropout)(x, train=train)
+    return DenseClassifier(self.num_classes, tuple(self.hidden), self.dropout, self.dtype)(
+        x, train=train)
 
 
 def scan_sequence(features: jax.Array, scan_over: str) -> jax.Array:
@@ -103,11 +108,12 @@ class LSTMHead(nn.Module):
   hidden: Sequence[int] = (64,)
   dropout: float = 0.0
   norm: str = "batch"
+  dtype: Any = jnp.float32  # of the products; parameters and normalisation stay float32
 
   @nn.compact
   def __call__(self, features: jax.Array, *, train: bool) -> jax.Array:
     x = normalize(scan_sequence(features, self.scan_over), self.norm, train)
     for units in self.units:
-      x = nn.RNN(nn.OptimizedLSTMCell(units))(x)
-    return DenseClassifier(self.num_classes, tuple(self.hidden), self.dropout)(
+      x = nn.RNN(nn.OptimizedLSTMCell(units, dtype=self.dtype))(x)
+    return DenseClassifier(self.num_classes, tuple(self.hidden), self.dropout, self.dtype)(
         x[:, -1], train=train)

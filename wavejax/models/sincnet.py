@@ -14,6 +14,8 @@ parameterised, which is the comparison this library is for.
 
 from __future__ import annotations
 
+from typing import Any
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -71,6 +73,7 @@ class SincNetFrontend(nn.Module):
   padding: str = "window"
   compression: str = "log"
   method: str = "auto"
+  dtype: Any = jnp.float32  # of the convolution's products (`frontends.windowed_energy`)
 
   def initial_edges(self) -> np.ndarray:
     """The `[F, 2]` band edges in Hz that `low` and `band` start from."""
@@ -105,5 +108,5 @@ class SincNetFrontend(nn.Module):
     bias = jnp.zeros((self.num_filters,), kernel.dtype)
     energy = windowed_energy(
         waveforms, kernel, bias, window=window_samples(self.window_ms, self.sample_rate),
-        padding=self.padding, activation=self.activation, method=self.method)
+        padding=self.padding, activation=self.activation, method=self.method, dtype=self.dtype)
     return compress(energy, self.compression)

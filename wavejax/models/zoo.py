@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 from wavejax import errors
 from wavejax.models import frontends
@@ -34,6 +35,19 @@ class Classifier(nn.Module):
     return self.head(self.frontend(waveforms, train=train), train=train)
 
 
+COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def compute_dtype(config):
+  """`config.compute_dtype`: the dtype of the models' products (bfloat16: mixed precision, with
+  float32 parameters, normalisation statistics, accumulations, logits and loss)."""
+  name = config.get("compute_dtype", "float32")
+  if name not in COMPUTE_DTYPES:
+    raise errors.ConfigError(f"config.model.compute_dtype={name!r}: choose one of "
+                             f"{', '.join(COMPUTE_DTYPES)}")
+  return COMPUTE_DTYPES[name]
+
+
 def _first_layer_init(config) -> dict:
   """The first convolution's initialiser fields (`frontends.kernel_initializer`)."""
   f = config.frontend
@@ -47,28 +61,30 @@ def simplenet_frontend(config) -> frontends.SimpleNetFrontend:
       num_filters=f.num_filters, kernel_size=f.kernel_size, window_ms=f.window_ms,
       activation=f.activation, padding=f.padding, trainable=f.trainable,
       compression=f.compression, method=f.method, input_norm=f.input_norm,
-      **_first_layer_init(config))
+      dtype=compute_dtype(config), **_first_layer_init(config))
 
 
 def wavernn_frontend(config) -> frontends.WaveRNNFrontend:
   f = config.frontend
   return frontends.WaveRNNFrontend(
       num_layers=f.num_layers, features=f.features, kernel_size=f.kernel_size, pool=f.pool,
-      window_ms=f.window_ms, **_first_layer_init(config))
+      window_ms=f.window_ms, dtype=compute_dtype(config), **_first_layer_init(config))
 
 
 def trigeorgis_frontend(config) -> frontends.TrigeorgisFrontend:
   f = config.frontend
   return frontends.TrigeorgisFrontend(
       features=f.features, kernel_sizes=tuple(f.kernel_sizes), pool=f.pool,
-      channel_pool=f.channel_pool, window_ms=f.window_ms, **_first_layer_init(config))
+      channel_pool=f.channel_pool, window_ms=f.window_ms, dtype=compute_dtype(config),
+      **_first_layer_init(config))
 
 
 def soundnet_frontend(config) -> frontends.SoundNetFrontend:
   f = config.frontend
   return frontends.SoundNetFrontend(
       features=tuple(f.features), kernel_sizes=tuple(f.kernel_sizes), strides=tuple(f.strides),
-      pools=tuple(f.pools), norm=f.norm, **_first_layer_init(config))
+      pools=tuple(f.pools), norm=f.norm, dtype=compute_dtype(config),
+      **_first_layer_init(config))
 
 
 def sincnet_frontend(config) -> SincNetFrontend:
@@ -77,11 +93,15 @@ def sincnet_frontend(config) -> SincNetFrontend:
       num_filters=f.num_filters, kernel_size=f.kernel_size, window_ms=f.window_ms,
       sample_rate=config.sample_rate, fir_scale=f.fir_scale, fir_low_hz=f.fir_low_hz,
       fir_high_hz=f.fir_high_hz, min_low_hz=f.min_low_hz, min_band_hz=f.min_band_hz,
-      activation=f.activation, padding=f.padding, compression=f.compression, method=f.method)
+      activation=f.activation, padding=f.padding, compression=f.compression, method=f.method,
+      dtype=compute_dtype(config))
 
 
 def leaf_frontend(config) -> LEAFFrontend:
   f = config.frontend
+  if compute_dtype(config) != jnp.float32:
+    raise errors.ConfigError("config.model.compute_dtype: LEAF runs in float32 only (its PCEN "
+                             "and Gaussian pooling need the range); set it to 'float32'")
   return LEAFFrontend(
       num_filters=f.num_filters, kernel_size=f.kernel_size, window_ms=f.window_ms,
       pool_ms=f.pool_ms, sample_rate=config.sample_rate, fir_scale=f.fir_scale,
@@ -93,18 +113,20 @@ def cnn_head(config, num_classes: int) -> CNNHead:
   h = config.head
   return CNNHead(num_classes=num_classes, features=h.features, num_layers=h.num_layers,
                  kernel=tuple(h.kernel), pool=tuple(h.pool), hidden=tuple(h.hidden),
-                 dropout=h.dropout, norm=h.norm)
+                 dropout=h.dropout, norm=h.norm, dtype=compute_dtype(config))
 
 
 def lstm_head(config, num_classes: int) -> LSTMHead:
   h = config.head
   return LSTMHead(num_classes=num_classes, units=tuple(h.units), scan_over=h.scan_over,
-                  hidden=tuple(h.hidden), dropout=h.dropout, norm=h.norm)
+                  hidden=tuple(h.hidden), dropout=h.dropout, norm=h.norm,
+                  dtype=compute_dtype(config))
 
 
 def dense_head(config, num_classes: int) -> DenseClassifier:
   h = config.head
-  return DenseClassifier(num_classes=num_classes, hidden=tuple(h.hidden), dropout=h.dropout)
+  return DenseClassifier(num_classes=num_classes, hidden=tuple(h.hidden), dropout=h.dropout,
+                         dtype=compute_dtype(config))
 
 
 def simplenet_cnn(config, num_classes: int) -> Classifier:
