@@ -373,3 +373,21 @@ def test_precise_batch_norm_replaces_the_running_statistics(cache_dir):
                                   mutable=["batch_stats"])[0] for b in batches]
   np.testing.assert_allclose(first, np.concatenate(energies).reshape(-1, first.size).mean(0),
                              rtol=1e-4, atol=1e-4)
+
+
+def test_workdirs_written_before_a_field_existed_still_resume(tmp_path):
+  config = tiny_config(tmp_path / "cache")
+  fold_dir = tmp_path / "fold_1"
+  train.check_config(config, fold_dir)
+  stored = json.loads((fold_dir / "config.json").read_text())
+  del stored["model"]["compute_dtype"], stored["train"]["precise_bn_batches"]
+  (fold_dir / "config.json").write_text(json.dumps(stored))
+  train.check_config(config, fold_dir)  # the old behaviour: accepted
+  config.model.compute_dtype = "bfloat16"
+  with pytest.raises(errors.ConfigError, match="model.compute_dtype"):
+    train.check_config(config, fold_dir)
+  config.model.compute_dtype = "float32"
+  del stored["train"]["batch_size"]  # not an added field: a real difference
+  (fold_dir / "config.json").write_text(json.dumps(stored))
+  with pytest.raises(errors.ConfigError, match="train.batch_size"):
+    train.check_config(config, fold_dir)

@@ -80,6 +80,14 @@ def base_config() -> ml_collections.ConfigDict:
   return config
 
 
+# Fields added after workdirs were first written, with the value that reproduces the behaviour
+# from before they existed: a stored config without one of them matches a config holding it.
+ADDED_FIELDS = {
+    "train.precise_bn_batches": 0,
+    "model.compute_dtype": "float32",
+}
+
+
 def faithful_overrides() -> dict:
   """Field -> value that reproduce the paper's original code instead of its text."""
   return {

@@ -229,9 +229,8 @@ def check_config(config, fold_dir: pathlib.Path) -> None:
   path = fold_dir / "config.json"
   current = config_json(config)
   if path.exists():
-    stored = json.loads(path.read_text())
-    if stored != current:
-      changed = sorted(_differences(stored, current))
+    changed = sorted(_differences(json.loads(path.read_text()), current))
+    if changed:
       raise errors.ConfigError(
           f"{fold_dir} was written by a different config (changed: {', '.join(changed[:5])}); "
           "use a new --workdir or the original config")
@@ -239,13 +238,17 @@ def check_config(config, fold_dir: pathlib.Path) -> None:
     results.write_json(path, current)
 
 
-def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
-  keys = set(a) | set(b)
+def _differences(stored: dict, current: dict, prefix: str = "") -> list[str]:
+  """Dotted fields that differ; a field missing from `stored` whose current value is its
+  `wavejax_config.ADDED_FIELDS` value (the behaviour before the field existed) does not."""
   out = []
-  for key in keys:
-    if isinstance(a.get(key), dict) and isinstance(b.get(key), dict):
-      out += _differences(a[key], b[key], f"{prefix}{key}.")
-    elif a.get(key) != b.get(key):
+  for key in set(stored) | set(current):
+    old, new = stored.get(key), current.get(key)
+    if isinstance(old, dict) and isinstance(new, dict):
+      out += _differences(old, new, f"{prefix}{key}.")
+    elif key not in stored and wavejax_config.ADDED_FIELDS.get(f"{prefix}{key}", object()) == new:
+      continue
+    elif old != new:
       out.append(f"{prefix}{key}")
   return out
 
