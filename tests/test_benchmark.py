@@ -109,7 +109,7 @@ def test_train_step_flops_agree_with_xla_without_loops():
   assert 0.95 * xla < counted <= xla
 
 
-# ---- the PyTorch reference (needs torch) ---------------------------------------------------
+# ---- the PyTorch reference (needs torch: `pip install -e '.[bench]'`; run with -m slow) --------
 
 
 def torch_setup(seconds=0.5, batch=3):
@@ -124,6 +124,7 @@ def torch_setup(seconds=0.5, batch=3):
   return torch, torch_reference, setup, module, waveforms
 
 
+@pytest.mark.slow
 def test_torch_model_matches_jax_model():
   _, torch_reference, setup, module, waveforms = torch_setup()
   rng = np.random.default_rng(1)
@@ -140,6 +141,7 @@ def test_torch_model_matches_jax_model():
   assert bf16 < 0.2 * np.abs(np.asarray(expected)).max()
 
 
+@pytest.mark.slow
 def test_torch_train_step_loss_matches_jax():
   torch, torch_reference, setup, module, waveforms = torch_setup()
   torch_reference.load_flax_variables(module, setup.state.variables())
@@ -151,6 +153,7 @@ def test_torch_train_step_loss_matches_jax():
   assert abs(float(loss) - expected) < 1e-3 * max(1.0, abs(expected))
 
 
+@pytest.mark.slow
 def test_smoke_report_torch_rows(tmp_path):
   pytest.importorskip("torch")
   report, stdout = run_benchmark(tmp_path, "jax/train_step/simplenet_cnn,torch*/train_step/*")

@@ -32,7 +32,7 @@ def test_main_runs_every_fold_and_prints_the_table(tmp_path):
   for fold in range(1, 6):
     result = json.loads((workdir / f"fold_{fold}/result.json").read_text())
     assert result["num_val"] == 4 and 0.0 <= result["test"]["wa"] <= 1.0
-  assert "fold 3 epoch 1/1: loss" in done.stderr and "utt/s | ETA" in done.stderr
+  assert "fold 3 epoch 1/1: loss" in done.stderr and "utt/s, data " in done.stderr
 
 
 def test_bad_root_is_one_line_and_exit_code_1(tmp_path):

@@ -391,3 +391,20 @@ def test_workdirs_written_before_a_field_existed_still_resume(tmp_path):
   (fold_dir / "config.json").write_text(json.dumps(stored))
   with pytest.raises(errors.ConfigError, match="train.batch_size"):
     train.check_config(config, fold_dir)
+
+
+def test_prefetch_keeps_order_and_runs_ahead():
+  produced = []
+
+  def source():
+    for i in range(5):
+      produced.append(i)
+      yield i
+
+  consumed = []
+  for item in train.prefetch(source(), size=2):
+    consumed.append(item)
+    assert len(produced) == min(5, item + 3)  # two items ahead of the one in use
+  assert consumed == list(range(5))
+  timed = train.Timed(iter([1, 2]))
+  assert list(timed) == [1, 2] and timed.seconds >= 0.0

@@ -15,6 +15,7 @@ weight (checked before every save) raises `errors.TrainingError` and is never sa
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import json
@@ -38,6 +39,37 @@ from wavejax.models import create_model, layers
 
 # Steps between checks of the running training loss for NaN/Inf (each waits for the device).
 FINITE_CHECK_EVERY = 50
+# Batches loaded and sent to the devices ahead of the step that uses them (double buffering).
+PREFETCH_BATCHES = 2
+
+
+def prefetch(iterator, size: int = PREFETCH_BATCHES):
+  """Yields `iterator`'s items while keeping `size` of them already produced: the host gathers and
+  transfers batch k + size while the (asynchronously dispatched) step k runs."""
+  queue = collections.deque()
+  for item in iterator:
+    queue.append(item)
+    if len(queue) > size:
+      yield queue.popleft()
+  while queue:
+    yield queue.popleft()
+
+
+class Timed:
+  """Wraps an iterator and adds up the seconds spent waiting for its items (`.seconds`)."""
+
+  def __init__(self, iterator):
+    self.iterator, self.seconds = iter(iterator), 0.0
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    began = time.perf_counter()
+    try:
+      return next(self.iterator)
+    finally:
+      self.seconds += time.perf_counter() - began
 
 
 class TrainState(train_state.TrainState):
@@ -387,7 +419,8 @@ class FoldTrainer:
                                  balanced=train_cfg.balanced_sampling)
     first, sums, seconds = self.take_resume_point()
     began = time.perf_counter()
-    for step, batch in enumerate(self.batches(order, self.batch_size, first), first):
+    loader = Timed(prefetch(self.batches(order, self.batch_size, first)))
+    for step, batch in enumerate(loader, first):
       if self.stop.requested():
         self.preempt(epoch, step, sums, seconds + time.perf_counter() - began)
       self.state, metrics = self.train_step(self.state, batch)
@@ -399,7 +432,8 @@ class FoldTrainer:
     sums = jax.device_get(sums)
     return {"epoch": epoch, "train_loss": float(sums["loss_sum"] / sums["count"]),
             "train_running_acc": float(sums["correct"] / sums["count"]),
-            "train_seconds": seconds, "utterances_per_s": float(sums["count"]) / seconds}
+            "train_seconds": seconds, "data_seconds": loader.seconds,
+            "utterances_per_s": float(sums["count"]) / seconds}
 
   def take_resume_point(self) -> tuple[int, dict | None, float]:
     """(first batch, running metric sums, seconds spent) of the epoch about to be trained: where a
@@ -502,10 +536,11 @@ class FoldTrainer:
     remaining = (self.config.train.num_epochs - epoch) * float(np.mean(epoch_times))
     logging.info(
         "fold %d epoch %d/%d: loss %.4f acc %.3f | val WA %.3f UA %.3f | test WA %.3f UA %.3f "
-        "| %.1f utt/s | ETA %s", self.fold, epoch, self.config.train.num_epochs,
+        "| %.1f utt/s, data %.0f%% | ETA %s", self.fold, epoch, self.config.train.num_epochs,
         record["train_loss"], record["train_running_acc"], record["val"]["wa"],
         record["val"]["ua"], record["test"]["wa"], record["test"]["ua"],
-        record["utterances_per_s"], format_seconds(remaining))
+        record["utterances_per_s"], 100 * record.get("data_seconds", 0.0) / record["train_seconds"],
+        format_seconds(remaining))
 
   def fold_result(self) -> results.FoldResult:
     if not self.history:
