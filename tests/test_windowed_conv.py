@@ -13,7 +13,7 @@ import pytest
 from wavejax import errors
 from wavejax.models import windowed_conv
 
-METHODS = ("conv", "toeplitz", "auto")
+METHODS = ("conv", "toeplitz", "fft", "auto")
 ACTIVATIONS = ("none", "relu")
 # (L, K, F): the paper's filter shape on a short window, odd K, K > L, K = 1, L not a multiple of
 # the Toeplitz block, a single filter.
@@ -61,7 +61,7 @@ def assert_close(actual, expected, rtol):
 
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("activation", ACTIVATIONS)
-@pytest.mark.parametrize("method", ["conv", "toeplitz"])
+@pytest.mark.parametrize("method", ["conv", "toeplitz", "fft"])
 def test_matches_numpy(shape, activation, method):
   frames, kernel, bias = random_inputs(*shape)
   out = windowed_conv.filter_energy(frames, kernel, bias, activation=activation, method=method)
@@ -168,7 +168,7 @@ def test_bfloat16_inputs(method):
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    (dict(method="fft"), "method"),
+    (dict(method="winograd"), "method"),
     (dict(activation="tanh"), "activation"),
     (dict(block_size=0, method="toeplitz"), "block_size"),
     (dict(chunk_size=2.5), "chunk_size"),
@@ -250,3 +250,13 @@ def test_batch_sharded_over_devices():
   result = subprocess.run([sys.executable, "-c", _SHARDED_SCRIPT], env=env, capture_output=True,
                           text=True, timeout=120, check=False)
   assert result.returncode == 0 and "OK" in result.stdout, result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_fft_gradients_match_conv(shape, activation):
+  frames, kernel, bias = random_inputs(*shape)
+  grads = jax.grad(weighted_loss("fft", activation), (0, 1, 2))(frames, kernel, bias)
+  expected = jax.grad(weighted_loss("conv", activation), (0, 1, 2))(frames, kernel, bias)
+  for got, want in zip(grads, expected):
+    assert_close(got, want, rtol=1e-4)
