@@ -71,7 +71,7 @@ def numbers(workdir):
   for key in ("train_utterances_per_s",):
     result.pop(key)
   for record in result["history"]:
-    record.pop("train_seconds"), record.pop("utterances_per_s")
+    record.pop("train_seconds"), record.pop("utterances_per_s"), record.pop("data_seconds")
   return result
 
 

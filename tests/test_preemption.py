@@ -18,13 +18,16 @@ def test_signals_are_recorded_and_the_handlers_put_back():
 
 
 def test_a_second_ctrl_c_interrupts_at_once():
-  before = signal.getsignal(signal.SIGINT)
+  # Python's own Ctrl-C handler as the previous one, even where the shell that started pytest in
+  # the background set SIGINT to be ignored.
+  before = signal.signal(signal.SIGINT, signal.default_int_handler)
   with pytest.raises(KeyboardInterrupt):
     with preemption.StopSignals() as stop:
       signal.raise_signal(signal.SIGINT)
       assert stop.requested() and stop.signum == signal.SIGINT
       signal.raise_signal(signal.SIGINT)  # the previous handler: KeyboardInterrupt
-  assert signal.getsignal(signal.SIGINT) is before
+  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+  signal.signal(signal.SIGINT, before)
 
 
 def test_disabled_or_outside_the_main_thread_installs_nothing():

@@ -173,8 +173,7 @@ def test_killed_worker_loses_and_duplicates_nothing(reference, cache, tmp_path):
 
 
 def test_partial_learning_rates_are_left_out_of_the_choice():
-  from experiments import table1  # pylint: disable=g-import-not-at-top
-  from wavejax import results  # pylint: disable=g-import-not-at-top
+  from wavejax import paper_table, results  # pylint: disable=g-import-not-at-top
 
   def fold(val_wa, test_wa):
     return results.FoldResult(
@@ -184,11 +183,11 @@ def test_partial_learning_rates_are_left_out_of_the_choice():
         train_utterances_per_s=1.0)
 
   runs = {("m", "emotion", 1e-3, 0): [fold(0.5, 0.4)], ("m", "emotion", 1e-4, 0): [fold(0.9, 0.8)]}
-  table = table1.summarize_grid(runs, incomplete={("m", "emotion", 1e-4)})
+  table = paper_table.summarize_grid(runs, incomplete={("m", "emotion", 1e-4)})
   entry = table["emotion"]["m"]
   assert entry["learning_rate"] == 1e-3 and entry["val_wa_by_lr"] == {"0.001": 0.5}
   assert entry["incomplete_lrs"] == ["0.0001"] and entry["test_wa"]["mean"] == 0.4
-  assert "0.001 (1 of 2 rates)" in table1.markdown(table, "d")
-  assert table1.summarize_grid(runs, incomplete={("m", "emotion", 1e-3),
+  assert "0.001 (1 of 2 rates)" in paper_table.markdown(table, "d")
+  assert paper_table.summarize_grid(runs, incomplete={("m", "emotion", 1e-3),
                                                  ("m", "emotion", 1e-4)}) == {}
-  assert table1.summarize_grid(runs)["emotion"]["m"]["learning_rate"] == 1e-4
+  assert paper_table.summarize_grid(runs)["emotion"]["m"]["learning_rate"] == 1e-4

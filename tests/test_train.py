@@ -195,7 +195,8 @@ def test_sigterm_mid_epoch_saves_and_resumes_exactly(cache_dir, tmp_path):
 
 def with_timings_of(expected, actual):
   """`expected` with the timings of `actual` (wall-clock numbers differ between runs)."""
-  history = [{**r, "train_seconds": a["train_seconds"], "utterances_per_s": a["utterances_per_s"]}
+  timings = ("train_seconds", "data_seconds", "utterances_per_s")
+  history = [{**r, **{key: a[key] for key in timings}}
              for r, a in zip(expected.history, actual.history)]
   return dataclasses.replace(expected, history=history,
                              train_utterances_per_s=actual.train_utterances_per_s)
