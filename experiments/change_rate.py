@@ -23,13 +23,7 @@ from wavejax import config as wavejax_config
 from wavejax import errors, plots, runtime, train
 from wavejax.analysis import change_rate, common
 
-PRESETS = {
-    "full": {"data.builtin.utterances_per_speaker": 20, "data.builtin.clip_seconds": 2.0,
-             "data.val_size": 8,
-             "train.num_epochs": 6},
-    "smoke": {"data.builtin.utterances_per_speaker": 6, "data.builtin.clip_seconds": 1.0,
-              "data.val_size": 4, "train.batch_size": 8, "train.num_epochs": 2},
-}
+PRESETS = common.one_fold_presets(full_epochs=6, smoke_epochs=2)
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where the JSON and the figures go.")
 _MODELS = flags.DEFINE_list("models", ["simplenet_cnn", "soundnet"], "Models (configs/<name>.py).")

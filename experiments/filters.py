@@ -28,13 +28,7 @@ from wavejax import errors, plots, predict, runtime, train
 from wavejax.analysis import common, learned_filters
 from wavejax.data import audio
 
-PRESETS = {
-    "full": {"data.builtin.utterances_per_speaker": 20, "data.builtin.clip_seconds": 2.0,
-             "data.val_size": 8,
-             "train.num_epochs": 8},
-    "smoke": {"data.builtin.utterances_per_speaker": 6, "data.builtin.clip_seconds": 1.0,
-              "data.val_size": 4, "train.batch_size": 8, "train.num_epochs": 1},
-}
+PRESETS = common.one_fold_presets(full_epochs=8, smoke_epochs=1)
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where the JSON and the figures go.")
 _RUN = flags.DEFINE_string("run", None, "A trained run's workdir (default: train one).")

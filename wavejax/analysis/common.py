@@ -15,6 +15,17 @@ from wavejax import errors, plots, results
 CONFIGS = pathlib.Path(__file__).resolve().parents[2] / "configs"
 
 
+def one_fold_presets(full_epochs: int, smoke_epochs: int) -> dict:
+  """Size presets of the experiments that train one fold of the built-in corpus: "full" (a few
+  minutes on 2 CPU cores) and "smoke" (seconds, for tests)."""
+  return {
+      "full": {"data.builtin.utterances_per_speaker": 20, "data.builtin.clip_seconds": 2.0,
+               "data.val_size": 8, "train.num_epochs": full_epochs},
+      "smoke": {"data.builtin.utterances_per_speaker": 6, "data.builtin.clip_seconds": 1.0,
+                "data.val_size": 4, "train.batch_size": 8, "train.num_epochs": smoke_epochs},
+  }
+
+
 def available_configs(configs_dir=CONFIGS) -> list[str]:
   """The model configs of `configs/` (every `<name>.py` but `base`)."""
   return sorted(p.stem for p in pathlib.Path(configs_dir).glob("*.py")

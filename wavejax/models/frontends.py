@@ -179,7 +179,32 @@ def _check_pooled_length(length: int, pool: int, num_layers: int) -> None:
         "config.model.frontend.num_layers")
 
 
-class WaveRNNFrontend(nn.Module):
+class _PerWindowStack(nn.Module):
+  """What WaveRNN-style front-ends share: every window of `window_ms` goes through the stack on
+  its own, as a batch of `[windows, samples, 1]`; the first convolution takes the configured
+  initialiser (`kernel_initializer`), the deeper ones Glorot."""
+  window_ms: float = 40.0
+  sample_rate: int = 16000
+  kernel_init: str = "glorot"
+  fir_scale: str = "linear"
+  fir_low_hz: float = 0.0
+  fir_high_hz: float | None = None
+  dtype: Any = jnp.float32  # of the convolutions' products; parameters stay float32
+
+  def windows_as_batch(self, waveforms: jax.Array) -> tuple[jax.Array, int, int]:
+    """`[B, T]` -> (`[B * windows, window, 1]`, B, windows)."""
+    windows = split_windows(waveforms, window_samples(self.window_ms, self.sample_rate))
+    batch, num_windows, length = windows.shape
+    return windows.reshape(batch * num_windows, length, 1), batch, num_windows
+
+  def conv(self, features: int, kernel_size: int, layer: int) -> nn.Conv:
+    init = (kernel_initializer(self.kernel_init, self.fir_scale, self.fir_low_hz,
+                               self.fir_high_hz, self.sample_rate)
+            if layer == 0 else nn.initializers.glorot_uniform())
+    return nn.Conv(features, (kernel_size,), padding="SAME", kernel_init=init, dtype=self.dtype)
+
+
+class WaveRNNFrontend(_PerWindowStack):
   """The paper's WaveRNN front-end (Sec. 2.2, 4.1): `[B, T]` -> `[B, windows, D]`.
 
   Each 40 ms window is processed on its own ('same' padding inside the window) by `num_layers`
@@ -195,32 +220,19 @@ class WaveRNNFrontend(nn.Module):
   features: int = 32
   kernel_size: int = 40
   pool: int = 2
-  window_ms: float = 40.0
-  sample_rate: int = 16000
-  kernel_init: str = "glorot"
-  fir_scale: str = "linear"
-  fir_low_hz: float = 0.0
-  fir_high_hz: float | None = None
-  dtype: Any = jnp.float32  # of the convolutions' products; parameters stay float32
 
   @nn.compact
   def __call__(self, waveforms: jax.Array, *, train: bool = False) -> jax.Array:
     del train
-    windows = split_windows(waveforms, window_samples(self.window_ms, self.sample_rate))
-    batch, num_windows, length = windows.shape
-    _check_pooled_length(length, self.pool, self.num_layers)
-    x = windows.reshape(batch * num_windows, length, 1)
-    first_init = kernel_initializer(self.kernel_init, self.fir_scale, self.fir_low_hz,
-                                    self.fir_high_hz, self.sample_rate)
+    x, batch, num_windows = self.windows_as_batch(waveforms)
+    _check_pooled_length(x.shape[1], self.pool, self.num_layers)
     for layer in range(self.num_layers):
-      init = first_init if layer == 0 else nn.initializers.glorot_uniform()
-      x = nn.Conv(self.features, (self.kernel_size,), padding="SAME", kernel_init=init,
-                  dtype=self.dtype)(x)
-      x = nn.max_pool(nn.relu(x), (self.pool,), strides=(self.pool,), padding="VALID")
+      x = nn.relu(self.conv(self.features, self.kernel_size, layer)(x))
+      x = nn.max_pool(x, (self.pool,), strides=(self.pool,), padding="VALID")
     return x.reshape(batch, num_windows, -1)
 
 
-class TrigeorgisFrontend(nn.Module):
+class TrigeorgisFrontend(_PerWindowStack):
   """Trigeorgis et al. 2016 ("Adieu features?", ICASSP) per window: `[B, T]` -> `[B, windows, D]`.
 
   Per 40 ms window ('same' padding inside the window): conv (40 filters of 20 taps, ReLU) ->
@@ -233,13 +245,6 @@ class TrigeorgisFrontend(nn.Module):
   kernel_sizes: Sequence[int] = (20, 40)
   pool: int = 2
   channel_pool: int = 10
-  window_ms: float = 40.0
-  sample_rate: int = 16000
-  kernel_init: str = "glorot"
-  fir_scale: str = "linear"
-  fir_low_hz: float = 0.0
-  fir_high_hz: float | None = None
-  dtype: Any = jnp.float32  # of the convolutions' products; parameters stay float32
 
   @nn.compact
   def __call__(self, waveforms: jax.Array, *, train: bool = False) -> jax.Array:
@@ -249,17 +254,11 @@ class TrigeorgisFrontend(nn.Module):
           "config.model.frontend: the Trigeorgis front-end needs two kernel_sizes and features "
           f"divisible by channel_pool; got {tuple(self.kernel_sizes)}, {self.features}, "
           f"{self.channel_pool}")
-    windows = split_windows(waveforms, window_samples(self.window_ms, self.sample_rate))
-    batch, num_windows, length = windows.shape
-    _check_pooled_length(length, self.pool, 1)
-    first_init = kernel_initializer(self.kernel_init, self.fir_scale, self.fir_low_hz,
-                                    self.fir_high_hz, self.sample_rate)
-    x = windows.reshape(batch * num_windows, length, 1)
-    x = nn.relu(nn.Conv(self.features, (self.kernel_sizes[0],), padding="SAME",
-                        kernel_init=first_init, dtype=self.dtype)(x))
+    x, batch, num_windows = self.windows_as_batch(waveforms)
+    _check_pooled_length(x.shape[1], self.pool, 1)
+    x = nn.relu(self.conv(self.features, self.kernel_sizes[0], 0)(x))
     x = nn.max_pool(x, (self.pool,), strides=(self.pool,), padding="VALID")
-    x = nn.relu(nn.Conv(self.features, (self.kernel_sizes[1],), padding="SAME",
-                        kernel_init=nn.initializers.glorot_uniform(), dtype=self.dtype)(x))
+    x = nn.relu(self.conv(self.features, self.kernel_sizes[1], 1)(x))
     steps = x.shape[1]
     x = x.reshape(batch * num_windows, steps, self.features // self.channel_pool,
                   self.channel_pool).max(axis=-1)
