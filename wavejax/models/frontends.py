@@ -28,7 +28,7 @@ import jax.numpy as jnp
 
 from wavejax import errors, filters
 from wavejax.models import windowed_conv
-from wavejax.models.layers import Affine, normalize
+from wavejax.models.layers import Affine, max_pool, normalize
 
 
 def window_frames(waveforms: jax.Array, window: int, kernel_size: int, padding: str) -> jax.Array:
@@ -228,7 +228,7 @@ class WaveRNNFrontend(_PerWindowStack):
     _check_pooled_length(x.shape[1], self.pool, self.num_layers)
     for layer in range(self.num_layers):
       x = nn.relu(self.conv(self.features, self.kernel_size, layer)(x))
-      x = nn.max_pool(x, (self.pool,), strides=(self.pool,), padding="VALID")
+      x = max_pool(x, (self.pool,), padding="VALID")
     return x.reshape(batch, num_windows, -1)
 
 
@@ -257,7 +257,7 @@ class TrigeorgisFrontend(_PerWindowStack):
     x, batch, num_windows = self.windows_as_batch(waveforms)
     _check_pooled_length(x.shape[1], self.pool, 1)
     x = nn.relu(self.conv(self.features, self.kernel_sizes[0], 0)(x))
-    x = nn.max_pool(x, (self.pool,), strides=(self.pool,), padding="VALID")
+    x = max_pool(x, (self.pool,), padding="VALID")
     x = nn.relu(self.conv(self.features, self.kernel_sizes[1], 1)(x))
     steps = x.shape[1]
     x = x.reshape(batch * num_windows, steps, self.features // self.channel_pool,
@@ -310,5 +310,5 @@ class SoundNetFrontend(nn.Module):
                   use_bias=self.norm != "batch", kernel_init=init, dtype=self.dtype)(x)
       x = nn.relu(normalize(x, self.norm, train, field="config.model.frontend.norm"))
       if pool > 1:
-        x = nn.max_pool(x, (pool,), strides=(pool,), padding="SAME")
+        x = max_pool(x, (pool,), padding="SAME")
     return x

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from wavejax import errors
-from wavejax.models.layers import normalize
+from wavejax.models.layers import max_pool, normalize
 
 __all__ = ["CNNHead", "DenseClassifier", "LSTMHead", "normalize"]
 
@@ -74,7 +74,7 @@ class CNNHead(nn.Module):
       if layer:
         x = normalize(x, self.norm, train)
       x = nn.relu(nn.Conv(self.features, tuple(self.kernel), padding="SAME", dtype=self.dtype)(x))
-      x = nn.max_pool(x, tuple(self.pool), strides=tuple(self.pool), padding="SAME")
+      x = max_pool(x, self.pool, padding="SAME")
     return DenseClassifier(self.num_classes, tuple(self.hidden), self.dropout, self.dtype)(
         x, train=train)
 
