@@ -13,7 +13,7 @@ import pytest
 from wavejax import errors
 from wavejax.models import windowed_conv
 
-METHODS = ("conv", "toeplitz", "fft", "auto")
+METHODS = ("conv", "toeplitz", "winograd", "fft", "auto")
 ACTIVATIONS = ("none", "relu")
 # (L, K, F): the paper's filter shape on a short window, odd K, K > L, K = 1, L not a multiple of
 # the Toeplitz block, a single filter.
@@ -61,7 +61,7 @@ def assert_close(actual, expected, rtol):
 
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("activation", ACTIVATIONS)
-@pytest.mark.parametrize("method", ["conv", "toeplitz", "fft"])
+@pytest.mark.parametrize("method", ["conv", "toeplitz", "winograd", "fft"])
 def test_matches_numpy(shape, activation, method):
   frames, kernel, bias = random_inputs(*shape)
   out = windowed_conv.filter_energy(frames, kernel, bias, activation=activation, method=method)
@@ -69,24 +69,27 @@ def test_matches_numpy(shape, activation, method):
   assert_close(out, numpy_energy(frames, kernel, bias, activation), rtol=1e-5)
 
 
+@pytest.mark.parametrize("method", ["toeplitz", "winograd"])
 @pytest.mark.parametrize("block_size,chunk_size,activation",
                          [(1, 1, "none"), (4, 2, "relu"), (7, 4, "none"), (64, 5, "relu")])
-def test_toeplitz_block_and_chunk_sizes(block_size, chunk_size, activation):
-  # 7 windows: chunking pads the window count; L = 37 is a multiple of none of the blocks.
+def test_banded_block_and_chunk_sizes(method, block_size, chunk_size, activation):
+  # 7 windows: chunking pads the window count; L = 37 is a multiple of none of the blocks (nor,
+  # for "winograd", is its block count a multiple of 4 or the kernel's block count one of 3).
   frames, kernel, bias = random_inputs(37, 9, 3, num=7)
   out = windowed_conv.filter_energy(frames, kernel, bias, activation=activation,
-                                    method="toeplitz", block_size=block_size,
+                                    method=method, block_size=block_size,
                                     chunk_size=chunk_size)
   assert_close(out, numpy_energy(frames, kernel, bias, activation), rtol=1e-5)
 
 
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("activation", ACTIVATIONS)
-def test_toeplitz_gradients_match_conv(shape, activation):
+@pytest.mark.parametrize("method", ["toeplitz", "winograd"])
+def test_banded_gradients_match_conv(shape, activation, method):
   frames, kernel, bias = random_inputs(*shape)
   argnums = (0, 1, 2)
   expected = jax.grad(weighted_loss("conv", activation), argnums)(frames, kernel, bias)
-  actual = jax.jit(jax.grad(weighted_loss("toeplitz", activation, chunk_size=4), argnums))(
+  actual = jax.jit(jax.grad(weighted_loss(method, activation, chunk_size=4), argnums))(
       frames, kernel, bias)
   for got, want in zip(actual, expected):
     assert got.shape == want.shape and got.dtype == want.dtype
@@ -94,24 +97,26 @@ def test_toeplitz_gradients_match_conv(shape, activation):
 
 
 @pytest.mark.parametrize("activation", ACTIVATIONS)
-def test_silent_windows_with_zero_bias(activation):
+@pytest.mark.parametrize("method", ["toeplitz", "winograd"])
+def test_silent_windows_with_zero_bias(activation, method):
   # Zero-padded audio and the zero-initialised bias give outputs that are exactly 0: the
   # derivative there must follow autodiff's (`jnp.abs`: +1, `jax.nn.relu`: 0).
   frames, kernel, _ = random_inputs(24, 7, 4)
   frames = frames.at[1].set(0.0).at[3, 5:].set(0.0)
   bias = jnp.zeros(4)
   expected = jax.grad(weighted_loss("conv", activation), (0, 1, 2))(frames, kernel, bias)
-  actual = jax.grad(weighted_loss("toeplitz", activation), (0, 1, 2))(frames, kernel, bias)
+  actual = jax.grad(weighted_loss(method, activation), (0, 1, 2))(frames, kernel, bias)
   for got, want in zip(actual, expected):
     assert_close(got, want, rtol=1e-5)
 
 
 @pytest.mark.parametrize("argnums", [(1,), (2,), (0,), (1, 2), (0, 2)])
-def test_toeplitz_partial_gradients(argnums):
+@pytest.mark.parametrize("method", ["toeplitz", "winograd"])
+def test_banded_partial_gradients(argnums, method):
   # Only the requested cotangents are computed (symbolic zeros); each must still be right.
   frames, kernel, bias = random_inputs(37, 9, 3)
   expected = jax.grad(weighted_loss("conv", "relu"), argnums)(frames, kernel, bias)
-  actual = jax.jit(jax.grad(weighted_loss("toeplitz", "relu", block_size=8), argnums))(
+  actual = jax.jit(jax.grad(weighted_loss(method, "relu", block_size=8), argnums))(
       frames, kernel, bias)
   for got, want in zip(actual, expected):
     assert_close(got, want, rtol=1e-5)
@@ -168,7 +173,7 @@ def test_bfloat16_inputs(method):
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    (dict(method="winograd"), "method"),
+    (dict(method="karatsuba"), "method"),
     (dict(activation="tanh"), "activation"),
     (dict(block_size=0, method="toeplitz"), "block_size"),
     (dict(chunk_size=2.5), "chunk_size"),
@@ -208,9 +213,24 @@ def test_integer_frames_raise_config_error():
 
 def test_auto_resolves_to_a_concrete_method():
   assert windowed_conv.resolve_method("conv", 640, 256, 64) == "conv"
-  assert windowed_conv.resolve_method("auto", 640, 256, 64) in ("conv", "toeplitz")
+  assert windowed_conv.resolve_method("auto", 640, 256, 64) in ("conv", "winograd")
   if jax.default_backend() == "cpu":
-    assert windowed_conv.resolve_method("auto", 640, 256, 64) == "toeplitz"
+    assert windowed_conv.resolve_method("auto", 640, 256, 64) == "winograd"
+    assert windowed_conv.resolve_method("auto", 640, 8, 64) == "toeplitz"
+    assert windowed_conv.resolve_method("auto", 640, 256, 8) == "toeplitz"  # blocks of 128
+
+
+def test_winograd_matches_toeplitz_at_the_paper_shape():
+  # 150 windows of 640 samples, 64 filters of 256 taps: F(4, 3) over 20 output and 9 weight
+  # blocks of 32; the two forwards differ by float32 rounding only, and share one backward.
+  frames, kernel, bias = random_inputs(640, 256, 64, num=150, seed=3)
+  toeplitz = windowed_conv.filter_energy(frames, kernel, bias, method="toeplitz")
+  winograd = windowed_conv.filter_energy(frames, kernel, bias, method="winograd")
+  assert_close(winograd, toeplitz, rtol=2e-6)
+  grads = [jax.grad(weighted_loss(m, "none"), (1, 2))(frames, kernel, bias)
+           for m in ("toeplitz", "winograd")]
+  for got, want in zip(grads[1], grads[0]):
+    assert_close(got, want, rtol=1e-5)
 
 
 def test_default_block_size_is_within_the_window():
@@ -230,7 +250,7 @@ _SHARDED_SCRIPT = textwrap.dedent("""
     bias = jnp.asarray(rng.standard_normal(4), jnp.float32)
     mesh = Mesh(np.array(jax.devices()), ("batch",))
     sharded = jax.device_put(frames, NamedSharding(mesh, PartitionSpec("batch")))
-    for method in ("conv", "toeplitz"):
+    for method in ("conv", "toeplitz", "winograd"):
       fn = lambda f, k, b: windowed_conv.filter_energy(f, k, b, method=method, chunk_size=4)
       loss = lambda k, b, f: jnp.sum(fn(f, k, b) ** 2)
       out = jax.jit(fn)(sharded, kernel, bias)

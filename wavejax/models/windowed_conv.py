@@ -18,6 +18,16 @@ Methods (numerically equal; `tests/test_windowed_conv.py` checks them against nu
   construction folds it onto the K taps (reshape + sum), the ones column yields the bias gradient,
   and `dY @ W^T` overlap-added onto the frames (saliency) is computed only when the frames are
   differentiated (`symbolic_zeros`).
+* `"winograd"`: the same banded product and the same custom VJP, with the forward's matmuls
+  computed by Winograd's F(4, 3) over blocks (Lavin & Gray 2016): output block b of a window is
+  sum_s X[b + s] @ W_s over its P-sample input blocks X and the `[P, P * F]` blocks W_s of the
+  banded weight, a correlation of two block sequences, so per 4 output blocks and 3 weight blocks
+  6 matmuls replace 12 (at the paper's shape the contraction shrinks from 288 to 144 columns).
+  The input transform is sums of input blocks with coefficients up to 5 (float32, before any
+  bfloat16 cast), the weight transform is done once per call; outputs agree with "toeplitz" to
+  float32 rounding (~2e-7 relative in the energies). The backward stays the Toeplitz one: the
+  same matmuls in Winograd form (six `[96, R] @ [R, 2048]` products) ran slower on XLA:CPU than
+  the one `[288, R] @ [R, 2048]` product.
 * `"fft"`: per window, rfft(frame) x conj(rfft(kernel)) and one inverse FFT per filter; float32,
   plain autodiff. O(n log n) in the window instead of O(L K).
 * `"auto"`: see `resolve_method`.
@@ -52,7 +62,7 @@ from jax import lax
 
 from wavejax import errors
 
-METHODS = ("auto", "conv", "toeplitz", "fft")
+METHODS = ("auto", "conv", "toeplitz", "winograd", "fft")
 ACTIVATIONS = ("none", "relu")
 
 # Target number of windows per scan step of the "toeplitz" method: keeps one step's
@@ -94,13 +104,21 @@ def filter_energy(frames: jax.Array, kernel: jax.Array, bias: jax.Array, *,
     return _conv_energy(frames, kernel, bias, activation)
   if method == "fft":
     return _fft_energy(frames, kernel, bias, activation)
-  return _toeplitz_energy(frames, kernel, bias, activation, block_size, chunk_size)
+  return _toeplitz_energy(frames, kernel, bias, activation, block_size, chunk_size,
+                          forward=method)
 
 
 def resolve_method(method: str, length: int, taps: int, filters: int) -> str:
   """The method "auto" stands for, given the backend and the shape; other names pass through.
 
-  CPU: "toeplitz". Measured on the project's machine (f32, L=640, utterances of 150 windows/s,
+  CPU: "winograd" when the kernel spans at least two blocks of at most 32 outputs (the paper's
+  K=256, F=64 with P=32), else "toeplitz". Winograd vs Toeplitz, measured on a 2-core AMD EPYC
+  (f32, L=640, batch 4 x 150 windows, forward / forward + kernel gradient utt/s, one loaded
+  run): K=256 F=64 89/29 vs 60/24; K=64 F=64 167/54 vs 128/52; K=128 F=64 133/38 vs 102/38;
+  K=1024 F=64 24/9 vs 17/8; K=32 F=64 241/75 vs 269/68; K=8 F=64 304/95 vs 448/87;
+  K=64 F=8 588/518 vs 1039/323; K=256 F=8 (P=128) 319/172 vs 262/150; K=512 F=16 (P=128)
+  94/46 vs 124/54: short kernels and wide blocks keep "toeplitz" (a tie or better).
+  Toeplitz vs conv, measured on a 2-core Sapphire Rapids (f32, L=640, utterances of 150 windows/s,
   forward and forward + kernel gradient, conv -> toeplitz, batch 8 for the paper's shape, 4 for
   the others): K=256 F=64 (paper) 40 -> 75 and 21 -> 35; K=8 F=64 56 -> 210 and 38 -> 77;
   K=64 F=64 53 -> 124 and 31 -> 55; K=1024 F=64 17 -> 19 and 8 -> 11; K=256 F=8 190 -> 290
@@ -113,8 +131,10 @@ def resolve_method(method: str, length: int, taps: int, filters: int) -> str:
   """
   if method != "auto":
     return method
-  del length, taps, filters
-  return "toeplitz" if jax.default_backend() == "cpu" else "conv"
+  if jax.default_backend() != "cpu":
+    return "conv"
+  block = default_block_size(length, taps, filters)
+  return "winograd" if block <= 32 and taps >= 2 * block else "toeplitz"
 
 
 def default_block_size(length: int, taps: int, filters: int) -> int:
@@ -201,8 +221,10 @@ def _fft_energy(frames, kernel, bias, activation):
 # Block-Toeplitz method.
 
 
-def _toeplitz_energy(frames, kernel, bias, activation, block_size, chunk_size):
-  """Chunks the frames, builds the banded weight and runs the custom-VJP core."""
+def _toeplitz_energy(frames, kernel, bias, activation, block_size, chunk_size,
+                     forward="toeplitz"):
+  """Chunks the frames, builds the banded weight and runs the custom-VJP core (outputs formed
+  by `forward`: "toeplitz" or "winograd")."""
   taps, filters = kernel.shape
   num, frame_len = frames.shape
   if num == 0:
@@ -212,16 +234,30 @@ def _toeplitz_energy(frames, kernel, bias, activation, block_size, chunk_size):
   num_blocks = -(-length // block)
   dtype = _compute_dtype(frames, kernel)
   weight = _band(kernel.astype(dtype), bias.astype(dtype), block)
-  chunk = chunk_size or max(1, _CHUNK_OUTPUTS // (num_blocks * block * filters))
+  target = _WINOGRAD_CHUNK_OUTPUTS if forward == "winograd" else _CHUNK_OUTPUTS
+  chunk = chunk_size or max(1, target // (num_blocks * block * filters))
+  config = _Config(block=block, num_blocks=num_blocks, length=length, taps=taps,
+                   filters=filters, activation=activation, forward=forward)
+  chunks = _chunks(frames.astype(dtype), chunk)
+  return _unchunk(_banded_energy(config, chunks, weight), num)
+
+
+def _chunks(frames, chunk):
+  """`[N, T]` -> `[num_chunks, chunk, T]`, zero windows appended to fill the last chunk.
+
+  Chunk i holds windows i, i + num_chunks, ...: the leading (batch, possibly sharded) axis
+  stays the within-chunk axis, so a scan step splits across devices like the batch does.
+  """
+  num, frame_len = frames.shape
   num_chunks = -(-num // min(chunk, num))
   chunk = -(-num // num_chunks)
-  frames = jnp.pad(frames.astype(dtype), ((0, num_chunks * chunk - num), (0, 0)))
-  # Chunk i holds windows i, i + num_chunks, ...: the leading (batch, possibly sharded) axis
-  # stays the within-chunk axis, so a scan step splits across devices like the batch does.
-  frames = frames.reshape(chunk, num_chunks, frame_len).swapaxes(0, 1)
-  config = _Config(block=block, num_blocks=num_blocks, length=length, taps=taps,
-                   filters=filters, activation=activation)
-  energy = _banded_energy(config, frames, weight)  # [num_chunks, chunk, F]
+  frames = jnp.pad(frames, ((0, num_chunks * chunk - num), (0, 0)))
+  return frames.reshape(chunk, num_chunks, frame_len).swapaxes(0, 1)
+
+
+def _unchunk(energy, num):
+  """`[num_chunks, chunk, F]` -> the `[num, F]` energies of the real windows."""
+  num_chunks, chunk, filters = energy.shape
   return energy.swapaxes(0, 1).reshape(num_chunks * chunk, filters)[:num]
 
 
@@ -262,8 +298,8 @@ class _Config(tuple):
   """Static (hashable) settings of the banded core."""
   __slots__ = ()
 
-  def __new__(cls, *, block, num_blocks, length, taps, filters, activation):
-    return super().__new__(cls, (block, num_blocks, length, taps, filters, activation))
+  def __new__(cls, *, block, num_blocks, length, taps, filters, activation, forward="toeplitz"):
+    return super().__new__(cls, (block, num_blocks, length, taps, filters, activation, forward))
 
   block = property(lambda self: self[0])
   num_blocks = property(lambda self: self[1])
@@ -271,6 +307,7 @@ class _Config(tuple):
   taps = property(lambda self: self[3])
   filters = property(lambda self: self[4])
   activation = property(lambda self: self[5])
+  forward = property(lambda self: self[6])  # "toeplitz" or "winograd": how outputs are formed
   span = property(lambda self: self.block + self.taps - 1)
 
 
@@ -350,8 +387,14 @@ def _signs(config, y):
 
 
 def _forward_scan(config, frames, weight, keep_signs):
+  if config.forward == "winograd":
+    weights, bias_row = _winograd_weights(config, weight)
+    outputs = lambda frames_chunk: _winograd_outputs(config, frames_chunk, weights, bias_row)
+  else:
+    outputs = lambda frames_chunk: _chunk_outputs(config, frames_chunk, weight)
+
   def step(_, frames_chunk):
-    y = _chunk_outputs(config, frames_chunk, weight)
+    y = outputs(frames_chunk)
     signs = _signs(config, y) if keep_signs else None
     return None, (_energy_from_outputs(config, y), signs)
   _, (energy, signs) = lax.scan(step, None, frames)
@@ -410,3 +453,108 @@ def _banded_energy_bwd(config, residuals, grad):
 
 
 _banded_energy.defvjp(_banded_energy_fwd, _banded_energy_bwd, symbolic_zeros=True)
+
+
+
+
+# ----------------------------------------------------------------------------------------------
+# Winograd forward: the banded product with half of its matmul work left out.
+
+
+class _Winograd(tuple):
+  """Minimal filtering F(m, r) in correlation form (Lavin & Gray 2016, "Fast Algorithms for
+  Convolutional Neural Networks"): y[i] = sum_{j<r} g[j] d[i + j] for i < m, from n = m + r - 1
+  products, y = A^T [(G g) * (B^T d)]."""
+  __slots__ = ()
+  m = property(lambda self: len(self[0]))
+  r = property(lambda self: len(self[1][0]))
+  n = property(lambda self: len(self[2]))
+  a_t = property(lambda self: self[0])
+  g = property(lambda self: self[1])
+  b_t = property(lambda self: self[2])
+
+
+# F(4, 3): 6 products for 12; interpolation points 0, +-1, +-2 and infinity.
+_F43 = _Winograd((
+    ((1, 1, 1, 1, 1, 0), (0, 1, -1, 2, -2, 0), (0, 1, 1, 4, 4, 0), (0, 1, -1, 8, -8, 1)),
+    ((1 / 4, 0, 0), (-1 / 6, -1 / 6, -1 / 6), (-1 / 6, 1 / 6, -1 / 6),
+     (1 / 24, 1 / 12, 1 / 6), (1 / 24, -1 / 12, 1 / 6), (0, 0, 1)),
+    ((4, 0, -5, 0, 1, 0), (0, -4, -4, 1, 1, 0), (0, 4, -4, -1, 1, 0), (0, -2, -1, 2, 1, 0),
+     (0, 2, -1, -2, 1, 0), (0, 4, 0, -5, 0, 1)),
+))
+# Target outputs per scan step with the Winograd forward: its n / m = 1.5x larger products stay in
+# the L2/L3 caches (measured best at ~20 windows of 640 x 64; ~100 is 10-20 % slower).
+_WINOGRAD_CHUNK_OUTPUTS = 20 * 640 * 64
+
+
+def _combine(coefficients, terms):
+  """sum_t coefficients[t] * terms[t], leaving out zero coefficients (exact for +-1)."""
+  total = None
+  for c, term in zip(coefficients, terms):
+    if c == 0:
+      continue
+    term = term if c == 1 else -term if c == -1 else c * term
+    total = term if total is None else total + term
+  return total
+
+
+def _winograd_sizes(config):
+  """(output blocks rounded up to a multiple of m, weight blocks rounded up to one of r)."""
+  wino = _F43
+  out_blocks = -(-config.num_blocks // wino.m) * wino.m
+  tap_blocks = -(-config.span // config.block)
+  return out_blocks, -(-tap_blocks // wino.r) * wino.r
+
+
+def _winograd_weights(config, weight):
+  """The banded `[P + K, P * F]` weight -> (`[n, U * P, P * F]` G-transformed weight blocks in the
+  weight's dtype, `[P * F]` float32 bias row).
+
+  The banded product is a correlation of the sequence of P-sample input blocks X with the
+  sequence of `[P, P * F]` weight blocks W_s: output block b = sum_s X[b + s] @ W_s. F(4, 3)
+  therefore applies with blocks for numbers and matmuls for products, per group u of r = 3
+  consecutive weight blocks; the groups are concatenated along the contraction.
+  """
+  wino = _F43
+  _, tap_blocks = _winograd_sizes(config)
+  band = weight[:-1].astype(jnp.float32)  # the kernel rows; the last row is the bias
+  band = jnp.pad(band, ((0, tap_blocks * config.block - band.shape[0]), (0, 0)))
+  groups = band.reshape(tap_blocks // wino.r, wino.r, config.block, -1)
+  weights = jnp.einsum("kj,ujio->kuio", jnp.asarray(wino.g, jnp.float32), groups)
+  return (weights.reshape(wino.n, -1, groups.shape[-1]).astype(weight.dtype),
+          weight[-1].astype(jnp.float32))
+
+
+def _winograd_inputs(config, frames):
+  """`[chunk, T]` frames -> `[n, chunk * Q, U * P]` float32: B^T applied to runs of n blocks.
+
+  Row (c, q) of product k concatenates, over the weight groups u, sum_t B^T[k, t] X[m q + r u + t]
+  (X: window c's blocks of P samples, zero past its end).
+  """
+  wino = _F43
+  out_blocks, tap_blocks = _winograd_sizes(config)
+  groups, steps, block = tap_blocks // wino.r, out_blocks // wino.m, config.block
+  samples = (out_blocks + tap_blocks - 1) * block
+  x = jnp.pad(frames.astype(jnp.float32), ((0, 0), (0, samples - frames.shape[1])))
+  x = x.reshape(frames.shape[0], -1, block)
+
+  def run(u, t):  # X[m q + r u + t] for q < Q: [chunk, Q, P]
+    start = wino.r * u + t
+    return x[:, start:start + wino.m * (steps - 1) + 1:wino.m]
+
+  runs = [[run(u, t) for t in range(wino.n)] for u in range(groups)]
+  products = [jnp.concatenate([_combine(coefficients, runs[u]) for u in range(groups)], axis=-1)
+              for coefficients in wino.b_t]
+  return jnp.stack(products).reshape(wino.n, -1, groups * block)
+
+
+def _winograd_outputs(config, frames, weights, bias_row):
+  """One chunk's outputs `[chunk, num_blocks, P * F]` (float32), bias included: the same numbers
+  as `_chunk_outputs` up to float32 rounding (the input transform's sums)."""
+  wino = _F43
+  out_blocks, _ = _winograd_sizes(config)
+  inputs = _winograd_inputs(config, frames).astype(weights.dtype)
+  products = jnp.einsum("kri,kio->kro", inputs, weights, preferred_element_type=jnp.float32)
+  y = jnp.stack([_combine(row, products) for row in wino.a_t], axis=1)  # [chunk * Q, m, P*F]
+  y = y.reshape(frames.shape[0], out_blocks, -1)[:, :config.num_blocks]
+  return y + bias_row
