@@ -307,7 +307,7 @@ for _method in windowed_conv.METHODS:
   for _mode in ("fwd", "fwd+grad"):
     register(f"jax/frontend/{_method}/{_mode}", "jax", _mode, f"frontend/{_mode}")(
         _frontend_case(_method, _mode))
-for _method in ("conv", "toeplitz"):
+for _method in ("conv", "toeplitz", "winograd"):
   for _mode in ("fwd", "fwd+grad"):
     register(f"jax/op-bf16/{_method}/{_mode}", "jax", _mode)(
         _op_case(_method, _mode, jnp.bfloat16))

@@ -1,7 +1,7 @@
 r"""The paper's Table 1: every model x task x fold x learning rate (x seed), one command.
 
-  python -m experiments.table1 --workdir=runs/table1              # built-in corpus (~2 h, 2 cores)
-  python -m experiments.table1 --workdir=runs/t1 --preset=smoke      # minutes on 2 CPU cores
+  python -m experiments.table1 --workdir=runs/table1              # built-in corpus (~1 h, 2 cores)
+  python -m experiments.table1 --workdir=runs/t1 --preset=smoke      # ~14 min for the five models, 2 cores
   python -m experiments.table1 --workdir=runs/t1 --data_root=/data/IEMOCAP_full_release \
       --models=simplenet_cnn,specnet --tasks=emotion --lrs=1e-4,1e-3 --seeds=7,17
 
@@ -24,7 +24,7 @@ missing ones (a learning rate is chosen only among rates whose every fold and se
 
 Models: the paper's five by default (`--models=all` adds the other configs). Sizes (`--preset`):
 `builtin` (the default without --data_root) shrinks the built-in corpus run so the whole grid
-(5 models x 2 tasks x 3 rates x 5 folds = 150 trainings) fits in about two hours on 2 CPU cores:
+(5 models x 2 tasks x 3 rates x 5 folds = 150 trainings) fits in about an hour on 2 CPU cores:
 20 utterances per speaker, 2 s clips, 12 validation utterances, batch 16, 5 epochs. `paper` (the
 default with --data_root) keeps every config default (6 s clips, 32 validation utterances, batch
 32). `smoke` is for tests.

@@ -87,7 +87,10 @@ def test_a_short_bfloat16_training_run_follows_float32(tmp_path):
   assert losses32[-1] < losses32[0] and losses16[-1] < losses16[0]
   np.testing.assert_allclose(losses16, losses32, rtol=0.05)
   accuracies = [r["train_running_acc"] for h in histories.values() for r in h[-1:]]
-  assert abs(accuracies[0] - accuracies[1]) <= 0.1
+  # Running accuracies over the tiny fold's 48 training utterances: two runs that differ only in
+  # rounding differ by about one binomial std of a difference, sqrt(2 x 0.25 / 48) = 0.10, so
+  # allow two; the loss curves above are the tight check.
+  assert abs(accuracies[0] - accuracies[1]) <= 2 * np.sqrt(2 * 0.25 / 48)
 
 
 def test_unknown_or_unsupported_compute_dtypes_are_config_errors():

@@ -427,6 +427,9 @@ class FoldTrainer:
       sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
       if (step + 1) % FINITE_CHECK_EVERY == 0:
         self.check_finite(epoch, step + 1, sums)
+    # Steps are dispatched asynchronously: wait for the last one, or the time (and utt/s) would
+    # count only the dispatching when the device is the bottleneck.
+    sums = jax.block_until_ready(sums)
     seconds += time.perf_counter() - began
     self.check_finite(epoch, self.steps_per_epoch, sums, weights=True)
     sums = jax.device_get(sums)

@@ -24,10 +24,16 @@ Methods (numerically equal; `tests/test_windowed_conv.py` checks them against nu
   banded weight, a correlation of two block sequences, so per 4 output blocks and 3 weight blocks
   6 matmuls replace 12 (at the paper's shape the contraction shrinks from 288 to 144 columns).
   The input transform is sums of input blocks with coefficients up to 5 (float32, before any
-  bfloat16 cast), the weight transform is done once per call; outputs agree with "toeplitz" to
-  float32 rounding (~2e-7 relative in the energies). The backward stays the Toeplitz one: the
-  same matmuls in Winograd form (six `[96, R] @ [R, 2048]` products) ran slower on XLA:CPU than
-  the one `[288, R] @ [R, 2048]` product.
+  bfloat16 cast), the weight transform is done once per call. The backward stays the Toeplitz
+  one: the same matmuls in Winograd form (six `[96, R] @ [R, 2048]` products) ran slower on
+  XLA:CPU than the one `[288, R] @ [R, 2048]` product. Opt-in, not "auto": its outputs carry
+  rounding errors ~10-100x the direct sum's (up to ~1e-6 of the largest output; energies within
+  ~3e-6 per filter), so outputs at a zero crossing (|y| < ~1e-8) take the other sign more often.
+  d|y|/dy jumps there, and each flipped output moves its filter's batch gradient by ~0.5 %:
+  measured on a batch of 8 built-in utterances (8 M outputs, 14 flipped), the kernel gradient
+  differs from "conv"'s by 1 % (relative L2; "toeplitz": 1.5e-6), and from itself on 1 vs 8
+  devices by 1.2 % (XLA blocks the products differently per shard shape). Training is as good
+  (a subgradient either way), but not reproducible to float32 precision.
 * `"fft"`: per window, rfft(frame) x conj(rfft(kernel)) and one inverse FFT per filter; float32,
   plain autodiff. O(n log n) in the window instead of O(L K).
 * `"auto"`: see `resolve_method`.
@@ -42,6 +48,15 @@ forward / forward + kernel gradient (direct-conv work 3.15 / 6.29 GFLOP per utte
 
   (%: useful FLOP/s over the jitted 4096^2 f32 matmul, 309 GFLOP/s in that run; bf16 1141.
   The f32 ceiling of the direct work is 98 / 49 utt/s; P=32 adds 12.5 % matmul work.)
+
+The same benchmark on a 2-core AMD EPYC (f32 matmul peak 391 GFLOP/s, bf16 727; f32 ceiling of
+the direct work 124 / 62 utt/s), 2026-12-01:
+
+  method     float32 inputs               bfloat16 frames + kernel
+  conv        52 / 27.9  (42 % / 45 %)     51 / 26.8
+  toeplitz   105 / 47.9  (84 % / 77 %)    179 / 62.3
+  winograd   134 / 54.4  (108 % / 88 %)   195 / 68.4  (fewer FLOPs than the direct work it is
+                                                        credited with, hence > 100 %)
 
 Why the notes' Toeplitz reached 58 / 17.9: it multiplied the whole batch at once, so the
 `[N, L, F]` output and its cotangent (196 MB per 8 utterances in f32, each) went through memory
@@ -111,13 +126,13 @@ def filter_energy(frames: jax.Array, kernel: jax.Array, bias: jax.Array, *,
 def resolve_method(method: str, length: int, taps: int, filters: int) -> str:
   """The method "auto" stands for, given the backend and the shape; other names pass through.
 
-  CPU: "winograd" when the kernel spans at least two blocks of at most 32 outputs (the paper's
-  K=256, F=64 with P=32), else "toeplitz". Winograd vs Toeplitz, measured on a 2-core AMD EPYC
-  (f32, L=640, batch 4 x 150 windows, forward / forward + kernel gradient utt/s, one loaded
-  run): K=256 F=64 89/29 vs 60/24; K=64 F=64 167/54 vs 128/52; K=128 F=64 133/38 vs 102/38;
-  K=1024 F=64 24/9 vs 17/8; K=32 F=64 241/75 vs 269/68; K=8 F=64 304/95 vs 448/87;
-  K=64 F=8 588/518 vs 1039/323; K=256 F=8 (P=128) 319/172 vs 262/150; K=512 F=16 (P=128)
-  94/46 vs 124/54: short kernels and wide blocks keep "toeplitz" (a tie or better).
+  CPU: "toeplitz", not the faster "winograd" (see the module docstring: its gradient is not
+  reproducible to float32 precision, across device counts included). Winograd vs Toeplitz,
+  measured on a 2-core AMD EPYC (f32, L=640, batch 4 x 150 windows, forward / forward + kernel
+  gradient utt/s, one loaded run): K=256 F=64 89/29 vs 60/24; K=64 F=64 167/54 vs 128/52;
+  K=128 F=64 133/38 vs 102/38; K=1024 F=64 24/9 vs 17/8; K=32 F=64 241/75 vs 269/68;
+  K=8 F=64 304/95 vs 448/87; K=64 F=8 588/518 vs 1039/323; K=256 F=8 (P=128) 319/172 vs
+  262/150; K=512 F=16 (P=128) 94/46 vs 124/54.
   Toeplitz vs conv, measured on a 2-core Sapphire Rapids (f32, L=640, utterances of 150 windows/s,
   forward and forward + kernel gradient, conv -> toeplitz, batch 8 for the paper's shape, 4 for
   the others): K=256 F=64 (paper) 40 -> 75 and 21 -> 35; K=8 F=64 56 -> 210 and 38 -> 77;
@@ -131,10 +146,8 @@ def resolve_method(method: str, length: int, taps: int, filters: int) -> str:
   """
   if method != "auto":
     return method
-  if jax.default_backend() != "cpu":
-    return "conv"
-  block = default_block_size(length, taps, filters)
-  return "winograd" if block <= 32 and taps >= 2 * block else "toeplitz"
+  del length, taps, filters
+  return "toeplitz" if jax.default_backend() == "cpu" else "conv"
 
 
 def default_block_size(length: int, taps: int, filters: int) -> int:
