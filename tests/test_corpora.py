@@ -13,7 +13,7 @@ import soundfile
 
 from wavejax import data, errors
 from wavejax.config import base_config
-from wavejax.data import cremad, emodb, folds, pipeline, ravdess, summary
+from wavejax.data import audio, cremad, emodb, folds, pipeline, ravdess, summary
 
 
 def write_wav(path: pathlib.Path, seconds=0.05, rate=16000, channels=1, freq=None):
@@ -254,6 +254,31 @@ def test_emodb_regex_speakers_and_fixed_pairs(tmp_path):
   for s in (1, 2):  # 5 speakers each; 2 or 3 of each gender
     genders = {u.speaker: u.gender for u in two if u.session == s}
     assert len(genders) == 5 and set(collections.Counter(genders.values()).values()) == {2, 3}
+
+
+def test_corpus_assembled_from_symlinked_folders(tmp_path):
+  """Actor folders (RAVDESS) and the wav folder (EmoDB) that are symlinks are followed; a link
+  loop or a second link to the same folder reads nothing twice."""
+  real = make_ravdess(tmp_path / "real")
+  linked = tmp_path / "linked" / "Audio_Speech_Actors_01-24"
+  linked.mkdir(parents=True)
+  for actor in sorted((real / "Audio_Speech_Actors_01-24").glob("Actor_*")):
+    (linked / actor.name).symlink_to(actor, target_is_directory=True)
+  (linked / "Actor_01" / "loop").symlink_to(linked, target_is_directory=True)
+  assert ([u.utt_id for u in data.scan("ravdess", tmp_path / "linked")]
+          == [u.utt_id for u in data.scan("ravdess", real)])
+  emodb_real = make_emodb(tmp_path / "emodb")
+  (tmp_path / "emodb_linked").mkdir()
+  (tmp_path / "emodb_linked" / "wav").symlink_to(emodb_real / "wav", target_is_directory=True)
+  (tmp_path / "emodb_linked" / "again").symlink_to(emodb_real / "wav", target_is_directory=True)
+  assert len(data.scan("emodb", tmp_path / "emodb_linked")) == len(EMODB_FILES)
+
+
+def test_git_lfs_pointer_instead_of_audio_says_so(tmp_path):
+  path = tmp_path / "1001_DFA_ANG_XX.wav"
+  path.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:0123\nsize 41004\n")
+  with pytest.raises(errors.AudioError, match="1001_DFA_ANG_XX.wav: a Git LFS pointer.*git lfs pull"):
+    audio.read(path, 16000)
 
 
 # ---------------------------------------------------------------- summaries

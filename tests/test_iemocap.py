@@ -1,13 +1,14 @@
 """IEMOCAP scan on a small tree written in the test, with the real corpus' naming quirks."""
 
 import pathlib
+import shutil
 
 import numpy as np
 import pytest
 import soundfile
 
 from wavejax import data, errors
-from wavejax.data import iemocap
+from wavejax.data import audio, iemocap
 
 HEADER = "% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]\n\n"
 RATINGS = ("C-E2:\tNeutral;\t()\nC-E3:\tAnger;\t()\n"
@@ -151,3 +152,45 @@ def test_summary_line_regex_matches_reference_example():
   match = iemocap.SUMMARY_LINE.match(line)
   assert match and match.group(3) == "Ses01F_impro01_F000" and match.group(6) == "neu"
   assert iemocap.SUMMARY_LINE.match("C-E2:\tNeutral;\t()") is None
+
+
+def test_session_comes_from_the_utterance_id_not_the_folder(corpus):
+  """A stray copy of a Session5 label file in Session4 neither moves its turns to Session 4 nor
+  duplicates them."""
+  folder = corpus / "Session5/dialog/EmoEvaluation"
+  stray = corpus / "Session4/dialog/EmoEvaluation/Ses05M_script01_1b.txt"
+  stray.write_bytes((folder / "Ses05M_script01_1b.txt").read_bytes())
+  by_id = {u.utt_id: u for u in iemocap.scan(corpus)}
+  assert len(by_id) == 10
+  moved = by_id["Ses05M_script01_1b_F003"]
+  assert (moved.session, moved.speaker) == (5, "05F")
+  assert "Session5/sentences" in moved.path
+
+
+def test_unreadable_wav_is_left_to_decoding(corpus):
+  """Scanning does not open the audio for more than its header: a broken file gets duration 0
+  and is reported (or skipped) by decoding, with the file named."""
+  broken = corpus / "Session2/sentences/wav/Ses02F_impro03/Ses02F_impro03_M000.wav"
+  broken.write_bytes(b"")
+  manifest = iemocap.scan(corpus)
+  by_id = {u.utt_id: u for u in manifest}
+  assert by_id["Ses02F_impro03_M000"].duration_s == 0.0
+  assert by_id["Ses02F_impro03_F000"].duration_s == pytest.approx(0.5)
+  with pytest.raises(errors.AudioError, match="Ses02F_impro03_M000.wav: the file is empty"):
+    audio.read(by_id["Ses02F_impro03_M000"].path, 16000)
+
+
+def test_missing_session_is_reported(corpus, caplog):
+  shutil.rmtree(corpus / "Session4")
+  with caplog.at_level("WARNING"):
+    manifest = iemocap.scan(corpus)
+  assert manifest.sessions == (1, 2, 3, 5)
+  assert any("Session4" in r.getMessage() and "k-th of [1, 2, 3, 5]" in r.getMessage()
+             for r in caplog.records)
+
+
+def test_label_file_with_byte_order_mark(tmp_path):
+  root = make_tree(tmp_path / "IEMOCAP_full_release", turns=[(1, "Ses01F_impro01", "F000", "neu")])
+  path = root / "Session1/dialog/EmoEvaluation/Ses01F_impro01.txt"
+  path.write_bytes("\ufeff".encode() + summary_line("Ses01F_impro01_F000", "neu").encode())
+  assert [u.utt_id for u in iemocap.scan(root)] == ["Ses01F_impro01_F000"]

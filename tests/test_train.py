@@ -67,6 +67,35 @@ def test_padded_examples_do_not_count(cache_dir):
   np.testing.assert_array_equal(batch[0]["labels"][:5], data.targets[order])
 
 
+@pytest.mark.parametrize("count, batch_size, multiple, sizes", [
+    (12, 64, 1, [16]), (28, 64, 1, [32]), (64, 64, 1, [64]), (130, 64, 1, [64, 64, 2]),
+    (129, 64, 8, [64, 64, 8]), (100, 64, 8, [64, 64]), (5, 64, 8, [8]), (0, 64, 1, []),
+    (33, 48, 4, [48])])
+def test_evaluation_batches_pad_the_rest_to_a_power_of_two(count, batch_size, multiple, sizes):
+  assert pipeline.evaluation_batch_sizes(count, batch_size, multiple) == sizes
+
+
+def test_evaluation_in_smaller_batches_predicts_the_same(cache_dir):
+  """Evaluation's last batch is padded only to a power of two: the same predictions as one batch
+  padded to the full evaluation size, every index predicted once, in order."""
+  config = tiny_config(cache_dir)
+  data = train.load_fold_data(config, 2)
+  trainer = train.FoldTrainer(config, data, None)
+  size = trainer.eval_batch_size
+  indices = np.resize(np.concatenate([data.split.test, data.split.val]), size + 3)
+  shapes = [batch["waveforms"].shape[0] for batch in trainer.eval_batches(indices)]
+  assert shapes == [size, 4]
+  padded_to_full = np.concatenate(
+      [np.asarray(trainer.eval_step(trainer.state, batch))
+       for batch in trainer.batches(indices, size)])[:len(indices)]
+  predicted = trainer.predict(indices)
+  assert predicted.shape == (len(indices),)
+  np.testing.assert_array_equal(predicted, padded_to_full)
+  # The same utterance gives the same class wherever it sits: the rows are not mixed up.
+  first = {index: cls for index, cls in zip(indices[::-1], predicted[::-1])}
+  np.testing.assert_array_equal(predicted, [first[index] for index in indices])
+
+
 def test_fold_is_deterministic_and_checkpoints(cache_dir, tmp_path):
   config = tiny_config(cache_dir)
   first = train.train_fold(config, 2, workdir=tmp_path / "a")

@@ -486,9 +486,17 @@ class FoldTrainer:
 
   def predict(self, indices: np.ndarray, weights=None) -> np.ndarray:
     state = self.state if weights is None else self.state.replace(**weights)
-    predictions = [np.asarray(self.eval_step(state, batch))
-                   for batch in self.batches(indices, self.eval_batch_size)]
+    predictions = [np.asarray(self.eval_step(state, batch)) for batch in self.eval_batches(indices)]
     return np.concatenate(predictions)[:len(indices)]
+
+  def eval_batches(self, indices: np.ndarray):
+    """`indices` in full evaluation batches, the rest in one batch padded to a power of two."""
+    sizes = pipeline.evaluation_batch_sizes(len(indices), self.eval_batch_size,
+                                            self.mesh.devices.size)
+    start = 0
+    for size in sizes:
+      yield from self.batches(indices[start:start + size], size)
+      start += size
 
   def metrics(self, indices: np.ndarray, weights=None) -> dict:
     if self.config.train.drop_last_eval_batch and len(indices) >= self.eval_batch_size:

@@ -27,6 +27,10 @@ SILENCE_PEAK = 1e-4
 _DECODE_ERRORS = (RuntimeError, soundfile.LibsndfileError, OSError, ValueError, TypeError)
 
 
+# The first bytes of the text file Git LFS leaves in place of a file it did not download.
+LFS_POINTER = b"version https://git-lfs"
+
+
 def read(path, sample_rate: int) -> np.ndarray:
   """Decodes `path` to a mono float32 waveform at `sample_rate`.
 
@@ -67,6 +71,10 @@ def check_file(path) -> None:
   if os.path.getsize(path) == 0:
     raise errors.AudioError(f"{path}: the file is empty (0 bytes); restore it or remove it from "
                             "the dataset")
+  with open(path, "rb") as f:
+    if f.read(len(LFS_POINTER)) == LFS_POINTER:
+      raise errors.AudioError(f"{path}: a Git LFS pointer, not the audio; fetch the audio "
+                              "(`git lfs pull` in the corpus clone) and run again")
 
 
 def resample(waveform: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import os
 import pathlib
 from collections.abc import Iterable
 
@@ -33,12 +34,12 @@ def check_missing_policy(missing_audio: str) -> None:
 def walk(root: pathlib.Path, suffixes=(".wav",), recursive: bool = True):
   """Audio files under `root` (sorted), and notes on entries that look like audio but are not.
 
+  Symlinked folders are followed (a corpus assembled from links is common), each real folder once.
   Hidden entries (`.git`, macOS `._*` AppleDouble files) and `__MACOSX` folders are skipped. A
   directory named like an audio file is reported, not returned.
   """
   files, notes = [], []
-  entries = root.rglob("*") if recursive else root.glob("*")
-  for path in sorted(entries):
+  for path in sorted(_entries(root, recursive)):
     relative = path.relative_to(root).parts
     if any(part.startswith(".") or part == "__MACOSX" for part in relative):
       continue
@@ -51,6 +52,23 @@ def walk(root: pathlib.Path, suffixes=(".wav",), recursive: bool = True):
     else:
       notes.append(f"{path}: not a regular file (a broken link?); ignored")
   return files, notes
+
+
+def _entries(root: pathlib.Path, recursive: bool):
+  """Every entry under `root` (one level unless `recursive`), through symlinked folders too."""
+  if not recursive:
+    yield from root.glob("*")
+    return
+  visited = set()
+  for folder, dirs, names in os.walk(root, followlinks=True):
+    real = os.path.realpath(folder)
+    if real in visited:  # a link loop, or two links to one folder
+      dirs[:] = []
+      continue
+    visited.add(real)
+    base = pathlib.Path(folder)
+    for name in dirs + names:
+      yield base / name
 
 
 def durations(paths: Iterable, num_threads: int = 8) -> list[float]:

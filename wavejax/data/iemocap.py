@@ -12,10 +12,10 @@ from __future__ import annotations
 import pathlib
 import re
 
-import soundfile
 from absl import logging
 
 from wavejax import errors
+from wavejax.data import corpus
 from wavejax.data.manifest import Manifest, Utterance
 
 SESSIONS = (1, 2, 3, 4, 5)
@@ -58,7 +58,7 @@ def label_files(session_dir: pathlib.Path) -> list[pathlib.Path]:
 def parse_label_file(path: pathlib.Path) -> list[tuple[str, str]]:
   """Returns `(utt_id, emotion_code)` for every summary line of one EmoEvaluation file."""
   try:
-    text = path.read_bytes().decode("utf-8", errors="replace")
+    text = path.read_bytes().decode("utf-8-sig", errors="replace")
   except OSError as e:
     raise errors.LabelFileError(f"{path}: cannot read label file ({e.strerror or e}); "
                                 "check its permissions or restore it from the corpus") from e
@@ -94,8 +94,8 @@ def scan(root, *, merge_excited: bool = True, missing_audio: str = "error") -> M
   codes = dict(EMOTION_CODES)
   if not merge_excited:
     del codes["exc"]
-  utterances, missing, seen = [], [], {}
-  for session, session_dir in _session_dirs(root).items():
+  found, missing, seen = [], [], {}
+  for folder_session, session_dir in _session_dirs(root).items():
     for path in label_files(session_dir):
       for utt_id, code in parse_label_file(path):
         if code not in codes:
@@ -104,28 +104,43 @@ def scan(root, *, merge_excited: bool = True, missing_audio: str = "error") -> M
           _check_duplicate(utt_id, code, path, seen[utt_id])
           continue
         seen[utt_id] = (code, path)
-        wav = session_dir / "sentences" / "wav" / utt_id.rsplit("_", 1)[0] / f"{utt_id}.wav"
+        session = int(utt_id[3:5])  # the id, not the folder: a stray label copy changes nothing
+        if session != folder_session:
+          logging.warning("%s: lists %s, a Session%d turn; using it as Session%d", path, utt_id,
+                          session, session)
+        wav = (root / f"Session{session}" / "sentences" / "wav" / utt_id.rsplit("_", 1)[0]
+               / f"{utt_id}.wav")
         if not wav.is_file():
           missing.append(wav)
           continue
-        utterances.append(_utterance(wav, utt_id, session, codes[code]))
+        found.append((wav, utt_id, session, codes[code]))
   _report_missing(missing, missing_audio)
-  if not utterances:
+  if not found:
     raise errors.DatasetError(f"{root}: no labelled neu/hap/exc/sad/ang utterance with audio found")
-  utterances.sort(key=lambda u: (u.session, u.utt_id))
+  seconds = corpus.durations(wav for wav, *_ in found)
+  utterances = sorted((_utterance(*entry, duration) for entry, duration in zip(found, seconds)),
+                      key=lambda u: (u.session, u.utt_id))
+  _warn_missing_sessions(root, {u.session for u in utterances})
   return Manifest(tuple(utterances), dataset="iemocap", root=str(root))
 
 
-def _utterance(wav: pathlib.Path, utt_id: str, session: int, emotion: str) -> Utterance:
+def _utterance(wav: pathlib.Path, utt_id: str, session: int, emotion: str,
+               duration: float) -> Utterance:
+  """One manifest entry; `duration` is 0.0 for an unreadable file, which decoding reports (or
+  skips, with `config.data.bad_audio=skip`)."""
   gender = utt_id.rsplit("_", 1)[1][0]
-  try:
-    duration = soundfile.info(str(wav)).duration
-  except (RuntimeError, soundfile.LibsndfileError) as e:
-    raise errors.AudioError(f"{wav}: cannot read the audio header ({e}); "
-                            "re-extract the file from the corpus") from e
   return Utterance(path=str(wav.resolve()), utt_id=utt_id, session=session,
                    speaker=f"{session:02d}{gender}", gender=gender, emotion=emotion,
                    duration_s=float(duration))
+
+
+def _warn_missing_sessions(root: pathlib.Path, sessions: set[int]) -> None:
+  absent = [s for s in SESSIONS if s not in sessions]
+  if absent:
+    logging.warning(
+        "%s: no usable utterance of Session%s; the folds are the %d sessions found, fold k "
+        "testing on the k-th of %s (restore the missing sessions for the paper's 5 folds)",
+        root, ", Session".join(map(str, absent)), len(sessions), sorted(sessions))
 
 
 def _check_duplicate(utt_id, code, path, first):
