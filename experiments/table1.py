@@ -40,7 +40,7 @@ import sys
 
 from absl import app, flags, logging
 
-from wavejax import errors, paper_table, results, runtime, sweep, train
+from wavejax import cli, errors, paper_table, results, runtime, sweep, train
 from wavejax.analysis import common
 from wavejax.data import folds as folds_lib
 from wavejax.data import pipeline
@@ -223,10 +223,20 @@ def log_share(grid: sweep.Grid, shard: sweep.Shard, cells) -> None:
 
 
 def grid_from_flags(models, preset) -> tuple[sweep.Grid, dict]:
-  return build_grid(models, _TASKS.value, [float(x) for x in _LRS.value],
-                    [int(x) for x in _SEEDS.value],
-                    [int(x) for x in _FOLDS.value] if _FOLDS.value else None,
+  lrs = _numbers("lrs", _LRS.value, float)
+  if any(not 0 < lr < float("inf") for lr in lrs):
+    raise errors.SweepError(f"--lrs={','.join(_LRS.value)}: learning rates must be positive")
+  return build_grid(models, _TASKS.value, lrs, _numbers("seeds", _SEEDS.value, int),
+                    _numbers("folds", _FOLDS.value, int) if _FOLDS.value else None,
                     preset, _DATA_ROOT.value, _EPOCHS.value)
+
+
+def _numbers(name: str, values: list[str], kind) -> list:
+  try:
+    return [kind(value) for value in values]
+  except ValueError:
+    raise errors.SweepError(f"--{name}={','.join(values)}: not a list of "
+                            f"{'numbers' if kind is float else 'integers'}") from None
 
 
 def finish(workdir, grid: sweep.Grid, shard: sweep.Shard, report: sweep.Report, models) -> int:
@@ -251,7 +261,7 @@ def finish(workdir, grid: sweep.Grid, shard: sweep.Shard, report: sweep.Report, 
 def main(argv):
   del argv
   if not _WORKDIR.value:
-    raise app.UsageError("--workdir is required")
+    cli.fail("table1", "--workdir is required")
   workdir = pathlib.Path(_WORKDIR.value)
   models = common.available_configs() if _MODELS.value == ["all"] else _MODELS.value
   preset = _PRESET.value or ("paper" if _DATA_ROOT.value else "builtin")
@@ -259,7 +269,7 @@ def main(argv):
   runtime.enable_compilation_cache()
   unknown = sorted(set(models) - set(common.available_configs()))
   if unknown:
-    raise app.UsageError(f"unknown models {unknown}; available: {common.available_configs()}")
+    cli.fail("table1", f"unknown models {unknown}; available: {common.available_configs()}")
   report = sweep.Report()
   try:
     shard = _SWEEP.resolve_shard()
@@ -272,8 +282,11 @@ def main(argv):
   except errors.WavejaxError as e:
     print(f"table1: error: {e}", file=sys.stderr)
     return getattr(e, "exit_code", 1)
+  except OSError as e:
+    print(f"table1: error: {cli.os_error_message(e)}", file=sys.stderr)
+    return 1
   return finish(workdir, grid, shard, report, models)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.flags_parser("table1"))

@@ -67,3 +67,27 @@ def test_sample_rate_is_shared_by_data_and_model():
   config = simplenet_cnn_config.get_config()
   config.data.sample_rate = 8000
   assert config.model.sample_rate == 8000
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--config.nosuch=1"], "--config: no field 'nosuch'"),
+    (["--config.train.batchsize=4"], 'Did you mean "batch_size"'),
+    (["--config.train.batch_size=abc"], "--config.train.batch_size=abc"),
+    (["--nosuchflag=1"], "Unknown command line flag 'nosuchflag'"),
+    (["--config=configs/nosuch.py"], "configs/nosuch.py"),
+    (["--config=configs/simplenet_cnn.py:emotion,fold=x"], "fold='x' is not an integer"),
+    ([], "--config is required"),
+    (["stray"], "unexpected arguments"),
+    (["--config.train.learning_rate=-1"], "config.train.learning_rate=-1"),
+    (["--config.train.select_metric=f1"], "config.train.select_metric='f1'"),
+])
+def test_command_line_mistakes_are_one_line(tmp_path, args, expected):
+  if not any(a.startswith("--config=") for a in args) and args != []:
+    args = ["--config=configs/simplenet_cnn.py:emotion,fold=1", *args]
+  done = main(*args, f"--workdir={tmp_path}/w")
+  lines = [l for l in done.stderr.strip().splitlines() if not l[:1] in "IWE" or "error" in l]
+  assert done.returncode == 1, done.stderr[-2000:]
+  assert "Traceback" not in done.stderr, done.stderr[-2000:]
+  assert lines[-1].startswith("wavejax: error: ") and expected in lines[-1], done.stderr[-2000:]
+  assert "USAGE" not in done.stderr and len(lines) <= 2
+  assert not (tmp_path / "w" / "fold_1" / "config.json").exists()

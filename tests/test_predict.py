@@ -26,7 +26,7 @@ def run(tmp_path_factory):
                                               **{"train.num_epochs": 1}))
   fold_dir = workdir / f"fold_{FOLD}"
   (workdir / "fold_1").mkdir()
-  train.check_config(config, fold_dir)  # what train_fold does: fold_<k>/config.json
+  train.record_config(config, fold_dir)  # what train_fold does: fold_<k>/config.json
   data = train.load_fold_data(config, FOLD)
   trainer = train.FoldTrainer(config, data, fold_dir)
   result = trainer.run()

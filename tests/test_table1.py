@@ -123,12 +123,17 @@ def test_two_shards_give_the_table_of_one_process(reference, cache, tmp_path):
   assert leftovers(workdir) == []
 
 
+CELL_LEVEL = "*/*/*/*/fold_*"  # <model>/<task>/lr<lr>/seed<seed>/fold_<k>
+
+
 def wait_for_second_cell(workdir, worker, timeout_s=300):
   """Returns once one cell is complete and another is locked (in progress)."""
   deadline = time.time() + timeout_s
   while time.time() < deadline and worker.poll() is None:
-    locks = [p for p in workdir.rglob("running.lock") if not (p.parent / "result.json").exists()]
-    if len(list(workdir.rglob("result.json"))) == 1 and locks:
+    # Only the cells' own level: a walk into checkpoints/ races Orbax renaming its folders.
+    locks = [p for p in workdir.glob(f"{CELL_LEVEL}/running.lock")
+             if not (p.parent / "result.json").exists()]
+    if len(list(workdir.glob(f"{CELL_LEVEL}/result.json"))) == 1 and locks:
       return locks[0].parent
     time.sleep(0.02)
   raise AssertionError(f"worker ended ({worker.poll()}) or timed out before its second cell")

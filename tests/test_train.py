@@ -18,7 +18,7 @@ import optax
 import pytest
 
 from wavejax import config as wavejax_config
-from wavejax import errors, runtime, train
+from wavejax import errors, results, runtime, train
 from wavejax.data import pipeline
 from wavejax.models import create_model, layers
 
@@ -116,6 +116,45 @@ def test_fold_is_deterministic_and_checkpoints(cache_dir, tmp_path):
   config.train.learning_rate = 0.5
   with pytest.raises(errors.ConfigError, match="train.learning_rate"):
     train.train_fold(config, 2, workdir=tmp_path / "a")
+
+
+def test_a_rejected_command_leaves_nothing_that_blocks_the_corrected_one(cache_dir, tmp_path):
+  workdir = tmp_path / "w"
+  for field, value in (("task", "emotionx"), ("train.batch_size", 0),
+                       ("data.builtin.clip_seconds", -1.0), ("train.learning_rate", -1.0)):
+    config = tiny_config(cache_dir, **{field: value})
+    with pytest.raises(errors.ConfigError, match=field.split(".")[-1]):
+      train.train_fold(config, 1, workdir=workdir)
+  with pytest.raises(errors.ConfigError, match="out of range"):
+    train.train_fold(tiny_config(cache_dir), 9, workdir=workdir)
+  assert not list(workdir.glob("fold_*/config.json"))
+  assert train.train_fold(tiny_config(cache_dir, **{"train.num_epochs": 1}), 1, workdir=workdir)
+
+
+def test_one_workdir_holds_one_config_and_its_summary_every_fold(cache_dir, tmp_path):
+  """A second command that adds fold 2 keeps fold 1 in the summary; a different config may not
+  add a fold to the workdir."""
+  config = tiny_config(cache_dir, **{"train.num_epochs": 1})
+  workdir = tmp_path / "w"
+  first, _ = train.cross_validate(config, workdir, [1])
+  _, summary = train.cross_validate(config, workdir, [2])
+  assert summary["folds"] == [1, 2]
+  assert json.loads((workdir / "summary.json").read_text())["folds"] == [1, 2]
+  assert summary["per_fold"][0]["test_session"] == first[0].test_session == 1
+  other = tiny_config(cache_dir, **{"train.num_epochs": 1, "train.learning_rate": 1e-4})
+  with pytest.raises(errors.ConfigError, match=r"fold_\d was written by a different config "
+                     r"\(changed: train.learning_rate\)"):
+    train.train_fold(other, 3, workdir=workdir)
+  assert not (workdir / "fold_3").exists()
+
+
+def test_unwritable_workdir_is_a_one_line_error(tmp_path):
+  blocker = tmp_path / "file"
+  blocker.write_text("not a folder")
+  with pytest.raises(errors.WriteError, match=r"file.*cannot write .*choose another --workdir"):
+    results.write_json(blocker / "fold_1" / "result.json", {"a": 1})
+  assert blocker.read_text() == "not a folder"
+  assert [p.name for p in tmp_path.iterdir()] == ["file"]
 
 
 def run_main(args, env=None):
@@ -415,7 +454,7 @@ def test_precise_batch_norm_replaces_the_running_statistics(cache_dir):
 def test_workdirs_written_before_a_field_existed_still_resume(tmp_path):
   config = tiny_config(tmp_path / "cache")
   fold_dir = tmp_path / "fold_1"
-  train.check_config(config, fold_dir)
+  train.record_config(config, fold_dir)
   stored = json.loads((fold_dir / "config.json").read_text())
   del stored["model"]["compute_dtype"], stored["train"]["precise_bn_batches"]
   (fold_dir / "config.json").write_text(json.dumps(stored))

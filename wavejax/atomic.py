@@ -13,6 +13,8 @@ import pathlib
 import socket
 import uuid
 
+from wavejax import errors
+
 HOST = socket.gethostname()
 
 
@@ -30,17 +32,20 @@ def atomic_open(path, binary: bool = False):
   absent). The data are flushed to disk before the rename.
   """
   path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
   temporary = temporary_path(path)
   try:
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(temporary, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
     with open(fd, "wb" if binary else "w", encoding=None if binary else "utf-8") as f:
       yield f
       f.flush()
       os.fsync(f.fileno())
     os.replace(temporary, path)
+  except OSError as e:
+    raise errors.WriteError.from_os_error(path, e) from e
   finally:
-    temporary.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+      temporary.unlink(missing_ok=True)
 
 
 def atomic_write(path, data: str | bytes) -> pathlib.Path:

@@ -80,7 +80,10 @@ def _restore(manager, target):
     restored = manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
   except (ValueError, KeyError, FileNotFoundError) as e:
+    reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    reason = reason if len(reason) <= 200 else reason[:200] + "..."
     raise errors.CheckpointError(
-        f"{manager.directory}/{step}: checkpoint does not match this model/config ({e}); "
-        "resume with the config that wrote it or use a new --workdir") from e
+        f"{manager.directory}/{step}: checkpoint does not match this model/config or is damaged "
+        f"({reason}); use the config that wrote it, or delete that step's folder (a damaged "
+        "save) and rerun") from e
   return restored.state, restored.meta

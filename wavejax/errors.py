@@ -30,6 +30,15 @@ class AudioError(WavejaxError):
   """An audio file cannot be decoded into a usable waveform."""
 
 
+class WriteError(WavejaxError):
+  """A file or folder cannot be written (permissions, a file where a folder belongs, no space)."""
+
+  @classmethod
+  def from_os_error(cls, path, error: OSError) -> "WriteError":
+    return cls(f"{error.filename or path}: cannot write ({error.strerror or error}); check its "
+               "permissions and free space, or choose another --workdir / cache_dir")
+
+
 class CheckpointError(WavejaxError):
   """A checkpoint directory cannot be used to resume."""
 

@@ -22,7 +22,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from wavejax import errors, parallel, results, runtime, train
+from wavejax import cli, errors, parallel, results, runtime, train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Model config file, e.g. "
                                           "configs/simplenet_cnn.py[:task,fold=k].")
@@ -80,15 +80,14 @@ def run(config, workdir, fold_numbers) -> dict:
 def main(argv) -> int:
   runtime.quiet_library_logs()
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  config = _CONFIG.value
+    cli.fail("wavejax", f"unexpected arguments {argv[1:]}; config fields go as --config.a.b=value")
+  config = cli.config_value(_CONFIG, "wavejax")
   if config is None:
-    raise app.UsageError("--config is required, e.g. --config=configs/simplenet_cnn.py")
+    cli.fail("wavejax", "--config is required, e.g. --config=configs/simplenet_cnn.py")
   try:
     fold_numbers = [int(f) for f in _FOLDS.value] if _FOLDS.value else None
   except ValueError:
-    print(f"wavejax: error: --folds={','.join(_FOLDS.value)} must be integers", file=sys.stderr)
-    return 1
+    cli.fail("wavejax", f"--folds={','.join(_FOLDS.value)} must be integers")
   try:
     initialize_distributed()  # before anything else touches JAX
     runtime.enable_compilation_cache(_COMPILATION_CACHE.value)
@@ -103,8 +102,11 @@ def main(argv) -> int:
   except errors.WavejaxError as e:
     print(f"wavejax: error: {e}", file=sys.stderr)
     return 1
+  except OSError as e:
+    print(f"wavejax: error: {cli.os_error_message(e)}", file=sys.stderr)
+    return 1
   return 0
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.flags_parser("wavejax"))

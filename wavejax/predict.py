@@ -24,7 +24,7 @@ import ml_collections
 import numpy as np
 from absl import app, flags
 
-from wavejax import checkpoint, errors, runtime
+from wavejax import checkpoint, cli, errors, runtime
 from wavejax.data import audio, folds, pipeline
 from wavejax.models import create_model
 
@@ -212,14 +212,17 @@ def format_line(entry: dict) -> str:
 def main(argv) -> int:
   paths, options = argv[1:], flags.FLAGS
   if options.workdir is None or not paths:
-    raise app.UsageError("usage: python -m wavejax.predict --workdir=RUN [--fold=k] [--json] "
-                         "file.wav ...")
+    cli.fail("wavejax", "usage: python -m wavejax.predict --workdir=RUN [--fold=k] [--json] "
+             "file.wav ...")
   runtime.quiet_library_logs()
   try:
     loaded = load_model(options.workdir, options.fold)
     entries = loaded.predict_files(paths)
   except errors.WavejaxError as e:
     print(f"wavejax: error: {e}", file=sys.stderr)
+    return 1
+  except OSError as e:
+    print(f"wavejax: error: {cli.os_error_message(e)}", file=sys.stderr)
     return 1
   if options.json:
     print(json.dumps({"workdir": str(loaded.workdir), "fold": loaded.fold, "epoch": loaded.epoch,
@@ -232,4 +235,4 @@ def main(argv) -> int:
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  app.run(main, flags_parser=cli.flags_parser("wavejax"))

@@ -229,6 +229,7 @@ def train_fold(config: ml_collections.ConfigDict, fold: int | None = None,
       trained again; a fold with a checkpoint resumes from it. None: nothing is written.
   """
   config = wavejax_config.resolve(config)
+  check_values(config)
   fold = config.fold if fold is None else fold
   if fold is None:
     raise errors.ConfigError("no fold given: set config.fold (e.g. 'configs/x.py:emotion,fold=1') "
@@ -240,13 +241,34 @@ def train_fold(config: ml_collections.ConfigDict, fold: int | None = None,
       logging.info("fold %d: already complete, reading %s", fold, fold_dir / "result.json")
       return results.load_fold(fold_dir / "result.json")
   data = load_fold_data(config, fold)
-  if workdir is not None and parallel.is_primary():
+  trainer = FoldTrainer(config, data, fold_dir)
+  # Only a config that got this far (task, fold, sizes and options checked) is recorded, so a
+  # rejected command leaves nothing that blocks the corrected one.
+  if fold_dir is not None and parallel.is_primary():
+    record_config(config, fold_dir)
     folds.write_assignment(data.manifest, pathlib.Path(workdir) / "folds.json",
                            classes=data.classes)
-  result = FoldTrainer(config, data, fold_dir).run()
+  result = trainer.run()
   if fold_dir is not None and parallel.is_primary():
     results.save_fold(result, fold_dir / "result.json")
   return result
+
+
+def check_values(config) -> None:
+  """Rejects values that would otherwise fail late (after an epoch) or train silently wrong."""
+  lr = config.train.learning_rate
+  if not isinstance(lr, (int, float)) or not 0 < lr < float("inf"):
+    raise errors.ConfigError(f"config.train.learning_rate={lr!r} must be a positive number")
+  if config.train.select_metric not in ("wa", "ua"):
+    raise errors.ConfigError(
+        f"config.train.select_metric={config.train.select_metric!r}: choose 'wa' or 'ua'")
+  rate = config.data.sample_rate
+  if not isinstance(rate, int) or rate < 1:
+    raise errors.ConfigError(f"config.data.sample_rate={rate!r} must be a positive integer (Hz)")
+  seconds = pipeline.clip_seconds(config.data)
+  field = "data.builtin.clip_seconds" if config.data.root is None else "data.clip_seconds"
+  if not isinstance(seconds, (int, float)) or not 0 < seconds < float("inf"):
+    raise errors.ConfigError(f"config.{field}={seconds!r} must be a positive number of seconds")
 
 
 def config_json(config) -> dict:
@@ -257,17 +279,24 @@ def config_json(config) -> dict:
 
 
 def check_config(config, fold_dir: pathlib.Path) -> None:
-  """Records the config beside the fold; refuses to mix runs of different configs in one workdir."""
-  path = fold_dir / "config.json"
+  """Refuses to mix runs of different configs in one workdir: the fold's own recorded config and
+  those of the workdir's other folds must all match `config`."""
   current = config_json(config)
-  if path.exists():
+  recorded = sorted(fold_dir.parent.glob("fold_*/config.json"))
+  own = fold_dir / "config.json"
+  for path in ([own] if own in recorded else []) + [p for p in recorded if p != own]:
     changed = sorted(_differences(json.loads(path.read_text()), current))
     if changed:
       raise errors.ConfigError(
-          f"{fold_dir} was written by a different config (changed: {', '.join(changed[:5])}); "
+          f"{path.parent} was written by a different config (changed: {', '.join(changed[:5])}); "
           "use a new --workdir or the original config")
-  elif parallel.is_primary():
-    results.write_json(path, current)
+
+
+def record_config(config, fold_dir: pathlib.Path) -> None:
+  """Writes the fold's `config.json` (once; `check_config` compares later runs with it)."""
+  path = fold_dir / "config.json"
+  if not path.exists():
+    results.write_json(path, config_json(config))
 
 
 def _differences(stored: dict, current: dict, prefix: str = "") -> list[str]:
@@ -580,7 +609,8 @@ def format_seconds(seconds: float) -> str:
 
 def cross_validate(config: ml_collections.ConfigDict, workdir=None,
                    fold_numbers=None) -> tuple[list[results.FoldResult], dict]:
-  """Runs `train_fold` on every fold (or `fold_numbers`); writes the summary into `workdir`.
+  """Runs `train_fold` on every fold (or `fold_numbers`); writes the summary of every finished
+  fold of `workdir` into it.
 
   Returns the fold results and the summary dict (see `results.summarize`).
   """
@@ -588,8 +618,15 @@ def cross_validate(config: ml_collections.ConfigDict, workdir=None,
     fold_numbers = ([config.fold] if config.fold is not None
                     else range(1, folds.num_folds(pipeline.load_dataset(config.data, task=config.task)[0]) + 1))
   fold_results = [train_fold(config, fold, workdir) for fold in fold_numbers]
-  summary = results.summarize(fold_results)
-  if workdir is not None and parallel.is_primary():
+  if workdir is None:
+    return fold_results, results.summarize(fold_results)
+  # The workdir's summary covers every finished fold in it (all of one config, see
+  # check_config), not only this call's: `--folds=2` after `--folds=1` keeps fold 1 in it.
+  finished = {r.fold: r for r in map(results.load_fold,
+                                     pathlib.Path(workdir).glob("fold_*/result.json"))}
+  finished.update({r.fold: r for r in fold_results})
+  summary = results.summarize(list(finished.values()))
+  if parallel.is_primary():
     results.write_json(pathlib.Path(workdir) / "summary.json", summary)
     results.write_text(pathlib.Path(workdir) / "summary.md", results.markdown_table(summary))
   return fold_results, summary

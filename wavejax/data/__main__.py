@@ -16,7 +16,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from wavejax import config as wavejax_config
-from wavejax import errors
+from wavejax import cli, errors
 from wavejax.data import DATASETS, pipeline, summary
 
 _DATASET = flags.DEFINE_string("dataset", None, f"Dataset loader: one of {sorted(DATASETS)} "
@@ -62,7 +62,7 @@ def scan_with_problems(data) -> tuple:
 
 def run(command: str) -> dict:
   if command != "summary":
-    raise app.UsageError(f"unknown command {command!r}; {USAGE}")
+    raise errors.ConfigError(f"unknown command {command!r}; {USAGE}")
   data = data_config()
   manifest, problems = scan_with_problems(data)
   result = summary.summarize(manifest, _TASK.value, clip_seconds=pipeline.clip_seconds(data),
@@ -79,14 +79,17 @@ def run(command: str) -> dict:
 
 def main(argv) -> int:
   if len(argv) != 2:
-    raise app.UsageError(USAGE)
+    cli.fail("wavejax", USAGE)
   try:
     run(argv[1])
   except errors.WavejaxError as e:
     print(f"wavejax: error: {e}", file=sys.stderr)
     return 1
+  except OSError as e:
+    print(f"wavejax: error: {cli.os_error_message(e)}", file=sys.stderr)
+    return 1
   return 0
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.flags_parser("wavejax"))
