@@ -284,7 +284,7 @@ def check_config(config, fold_dir: pathlib.Path) -> None:
   current = config_json(config)
   recorded = sorted(fold_dir.parent.glob("fold_*/config.json"))
   own = fold_dir / "config.json"
-  for path in ([own] if own in recorded else []) + [p for p in recorded if p != own]:
+  for path in sorted(recorded, key=lambda p: p != own):  # the fold's own first
     changed = sorted(_differences(json.loads(path.read_text()), current))
     if changed:
       raise errors.ConfigError(
@@ -557,9 +557,7 @@ class FoldTrainer:
         batch_stats=jax.device_put(statistics, parallel.replicated(self.mesh)))
 
   def after_epoch(self, epoch: int, record: dict) -> None:
-    metric = self.config.train.select_metric
-    if metric not in ("wa", "ua"):
-      raise errors.ConfigError(f"config.train.select_metric={metric!r}: choose 'wa' or 'ua'")
+    metric = self.config.train.select_metric  # checked by `check_values` before training
     best_so_far = max((r["val"][metric] for r in self.history[:-1]), default=-1.0)
     improved = record["val"][metric] > best_so_far
     if improved:  # a copy: the next train_step donates (and frees) the state's buffers

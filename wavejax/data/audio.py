@@ -47,6 +47,9 @@ def _decode(path) -> tuple[np.ndarray, int]:
   try:
     data, file_rate = soundfile.read(str(path), dtype="float32", always_2d=True)
   except _DECODE_ERRORS as e:
+    if _is_lfs_pointer(path):
+      raise errors.AudioError(f"{path}: a Git LFS pointer, not the audio; fetch the audio "
+                              "(`git lfs pull` in the corpus clone) and run again") from e
     raise errors.AudioError(f"{path}: cannot decode audio ({_reason(e)}); "
                             "replace the file or remove it from the dataset") from e
   if data.shape[0] == 0:
@@ -55,6 +58,15 @@ def _decode(path) -> tuple[np.ndarray, int]:
     raise errors.AudioError(f"{path}: the file holds NaN or infinite samples; "
                             "repair it or remove it from the dataset")
   return data, int(file_rate)
+
+
+def _is_lfs_pointer(path) -> bool:
+  """Looked at only when decoding failed: no extra read of every good file."""
+  try:
+    with open(path, "rb") as f:
+      return f.read(len(LFS_POINTER)) == LFS_POINTER
+  except OSError:
+    return False
 
 
 def check_file(path) -> None:
@@ -71,10 +83,6 @@ def check_file(path) -> None:
   if os.path.getsize(path) == 0:
     raise errors.AudioError(f"{path}: the file is empty (0 bytes); restore it or remove it from "
                             "the dataset")
-  with open(path, "rb") as f:
-    if f.read(len(LFS_POINTER)) == LFS_POINTER:
-      raise errors.AudioError(f"{path}: a Git LFS pointer, not the audio; fetch the audio "
-                              "(`git lfs pull` in the corpus clone) and run again")
 
 
 def resample(waveform: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:

@@ -80,14 +80,14 @@ def durations(paths: Iterable, num_threads: int = 8) -> list[float]:
     return list(pool.map(audio.duration, paths))
 
 
-def report_missing(missing: list, policy: str) -> None:
+def report_missing(missing: list, policy: str, restore: str = "the files") -> None:
   """Raises `MissingAudioError` for the first missing file ("error"), or logs a count ("skip")."""
   if not missing:
     return
   if policy == "error":
     raise errors.MissingAudioError(
         f"{missing[0]}: labelled utterance has no audio file ({len(missing)} missing in all); "
-        "restore the files or set --config.data.missing_audio=skip")
+        f"restore {restore} or set --config.data.missing_audio=skip")
   logging.warning("Skipped %d labelled utterances without an audio file (first: %s)",
                   len(missing), missing[0])
 

@@ -87,9 +87,7 @@ def scan(root, *, merge_excited: bool = True, missing_audio: str = "error") -> M
   Returns:
     The manifest, sorted by session then utterance id.
   """
-  if missing_audio not in ("error", "skip"):
-    raise errors.ConfigError(
-        f"config.data.missing_audio={missing_audio!r}: choose 'error' or 'skip'")
+  corpus.check_missing_policy(missing_audio)
   root = find_root(root)
   codes = dict(EMOTION_CODES)
   if not merge_excited:
@@ -114,7 +112,7 @@ def scan(root, *, merge_excited: bool = True, missing_audio: str = "error") -> M
           missing.append(wav)
           continue
         found.append((wav, utt_id, session, codes[code]))
-  _report_missing(missing, missing_audio)
+  corpus.report_missing(missing, missing_audio, restore="the sentences/wav folders")
   if not found:
     raise errors.DatasetError(f"{root}: no labelled neu/hap/exc/sad/ang utterance with audio found")
   seconds = corpus.durations(wav for wav, *_ in found)
@@ -150,14 +148,3 @@ def _check_duplicate(utt_id, code, path, first):
         f"{path}: {utt_id} is labelled {code!r} here but {first_code!r} in {first_path}; "
         "remove the stray copy of the label file")
   logging.warning("%s: %s is listed again (first in %s); using it once", path, utt_id, first_path)
-
-
-def _report_missing(missing: list[pathlib.Path], policy: str) -> None:
-  if not missing:
-    return
-  if policy == "error":
-    raise errors.MissingAudioError(
-        f"{missing[0]}: labelled utterance has no wav file ({len(missing)} missing in all); "
-        "restore the sentences/wav folders or set --config.data.missing_audio=skip")
-  logging.warning("Skipped %d labelled utterances without a wav file (first: %s)",
-                  len(missing), missing[0])
