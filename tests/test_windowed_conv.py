@@ -122,6 +122,27 @@ def test_banded_partial_gradients(argnums, method):
     assert_close(got, want, rtol=1e-5)
 
 
+@pytest.mark.parametrize("block_size,activation",
+                         [(64, "none"), (48, "relu"), (37, "none"), (7, "relu"), (1, "none")])
+def test_banded_gradients_for_every_sign_packing(block_size, activation):
+  # The backward reads d|act(y)|/dy from bits packed per block of P outputs: 64 = two full
+  # 32-bit words, 48 = two words of 24, 37 (prime) = 37 words of one bit, 7 = one word of 7.
+  # L = 75 is a multiple of none of them, so padded outputs are masked in the last block.
+  frames, kernel, bias = random_inputs(75, 9, 3, num=5)
+  frames = frames.at[2].set(0.0)  # exact zeros: +1 (abs) / 0 (relu) as autodiff's
+  argnums = (0, 1, 2)
+  expected = jax.grad(weighted_loss("conv", activation), argnums)(frames, kernel, bias)
+  actual = jax.jit(jax.grad(weighted_loss("toeplitz", activation, block_size=block_size,
+                                          chunk_size=2), argnums))(frames, kernel, bias)
+  for got, want in zip(actual, expected):
+    assert_close(got, want, rtol=1e-5)
+
+
+def test_sign_bits_pack_whole_words():
+  assert [windowed_conv._bits_per_word(p) for p in (1, 7, 16, 32, 37, 48, 64, 128)] == [
+      1, 7, 16, 32, 1, 24, 32, 32]
+
+
 def test_numpy_reference_gradient_by_finite_differences():
   # Anchors the "conv" reference gradient itself to the numpy definition.
   frames, kernel, bias = random_inputs(16, 5, 2, num=2)
@@ -236,7 +257,7 @@ def test_winograd_matches_toeplitz_at_the_paper_shape():
 
 
 def test_default_block_size_is_within_the_window():
-  assert windowed_conv.default_block_size(640, 256, 64) == 32
+  assert windowed_conv.default_block_size(640, 256, 64) == 16
   for length, taps, filters in [(5, 256, 64), (640, 3, 1), (37, 1024, 8)]:
     assert 1 <= windowed_conv.default_block_size(length, taps, filters) <= length
 

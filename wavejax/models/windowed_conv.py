@@ -11,14 +11,16 @@ Methods (numerically equal; `tests/test_windowed_conv.py` checks them against nu
   sub-frame of P + K - 1 samples at stride P (plus a trailing 1) times a banded `[P + K, P * F]`
   weight (W[j, p*F + f] = kernel[j - p, f], last row = bias) gives a block of outputs per row of
   one matmul, which XLA:CPU (YNNPACK) fuses with |.| and the window sum. Windows go through a
-  `lax.scan` in chunks of ~100, so a chunk's `[chunk, L, F]` outputs (16 MB in f32) stay in cache.
-  A `jax.custom_vjp` keeps only d|act(y)|/dy as int8 (sign or ReLU mask) and computes the weight
-  gradient as ONE matmul per chunk, `sub_frames^T @ dY`, with the transposed sub-frames built
-  directly (YNNPACK takes `[J, M] @ [M, N]` but not a transposed left operand); autodiff of the band
-  construction folds it onto the K taps (reshape + sum), the ones column yields the bias gradient,
-  and `dY @ W^T` overlap-added onto the frames (saliency) is computed only when the frames are
-  differentiated (`symbolic_zeros`).
-* `"winograd"`: the same banded product and the same custom VJP, with the forward's matmuls
+  `lax.scan` in chunks of ~50, so a chunk's `[chunk, L, F]` outputs (8 MB in f32) stay in cache.
+  A `jax.custom_vjp` keeps only d|act(y)|/dy, one bit per output packed into uint32 words by the
+  same variadic reduce that sums |act(y)| (so XLA:CPU reads the matmul's output once), and
+  computes the weight gradient as ONE matmul per chunk, `sub_frames^T @ dY`, with the transposed
+  sub-frames built directly (YNNPACK takes `[J, M] @ [M, N]` but not a transposed left operand);
+  autodiff of the band construction folds it onto the K taps (reshape + sum), the ones column
+  yields the bias gradient, and `dY @ W^T` overlap-added onto the frames (saliency) is computed
+  only when the frames are differentiated (`symbolic_zeros`).
+* `"winograd"`: the same banded product and the same custom VJP (with an int8 sign residual, see
+  `_int8_signs`), with the forward's matmuls
   computed by Winograd's F(4, 3) over blocks (Lavin & Gray 2016): output block b of a window is
   sum_s X[b + s] @ W_s over its P-sample input blocks X and the `[P, P * F]` blocks W_s of the
   banded weight, a correlation of two block sequences, so per 4 output blocks and 3 weight blocks
@@ -49,13 +51,14 @@ forward / forward + kernel gradient (direct-conv work 3.15 / 6.29 GFLOP per utte
   (%: useful FLOP/s over the jitted 4096^2 f32 matmul, 309 GFLOP/s in that run; bf16 1141.
   The f32 ceiling of the direct work is 98 / 49 utt/s; P=32 adds 12.5 % matmul work.)
 
-The same benchmark on a 2-core AMD EPYC (f32 matmul peak 391 GFLOP/s, bf16 727; f32 ceiling of
-the direct work 124 / 62 utt/s), 2026-12-01:
+The same benchmark on a 2-core AMD EPYC, 2026-12-01, after the packed-sign residual (f32 matmul
+peak 425 GFLOP/s, bf16 790; f32 ceiling of the direct work 135 / 67.5 utt/s):
 
   method     float32 inputs               bfloat16 frames + kernel
-  conv        52 / 27.9  (42 % / 45 %)     51 / 26.8
-  toeplitz   105 / 47.9  (84 % / 77 %)    179 / 62.3
-  winograd   134 / 54.4  (108 % / 88 %)   195 / 68.4  (fewer FLOPs than the direct work it is
+  conv        52 / 27.6  (39 % / 41 %)     52 / 27.8
+  toeplitz   122 / 59.5  (90 % / 88 %)    201 / 76.6  (P = 16: 6 % more FLOPs than the direct
+                                                        work; the int8 residual gave 48-51)
+  winograd   149 / 57.6  (110 % / 85 %)   220 / 72.3  (fewer FLOPs than the direct work it is
                                                         credited with, hence > 100 %)
 
 Why the notes' Toeplitz reached 58 / 17.9: it multiplied the whole batch at once, so the
@@ -63,7 +66,14 @@ Why the notes' Toeplitz reached 58 / 17.9: it multiplied the whole batch at once
 and fresh allocations; the same code unchunked measures 19 utt/s forward + gradient here, 34 in
 chunks. Residual choice, measured (batch 8, f32 / bf16, fwd + grad utt/s): int8 sign 33.5 / 66;
 2-bit packed sign 31 / 57 (unpacking costs more than it saves); f32 y 30 / 44; recompute y in
-the backward 23 / 27.
+the backward 23 / 27. The int8 sign array took a second pass over each chunk's outputs (XLA
+writes the matmul's output, then reads it once for the energy and once for the signs); packing
+the signs in the energy's own (variadic) reduce removed that pass: batch 32 on the AMD EPYC,
+forward + gradient 646 -> 563 ms at P=32, 530 ms at P=16 (XLA's temporary memory 240 -> 76 MiB).
+Tried and not kept: Karatsuba over pairs of blocks (3 products for 4: 22 % fewer forward FLOPs)
+ran 4 % faster than that, but like "winograd" it moves outputs near zero across it (12 sign flips
+in 25 M outputs of built-in speech against float64, "toeplitz" and "conv": the same 3), which
+put its kernel gradient 1.2e-3 (relative L2) from "conv"'s, against 5e-7 for "toeplitz".
 """
 
 from __future__ import annotations
@@ -80,9 +90,11 @@ from wavejax import errors
 METHODS = ("auto", "conv", "toeplitz", "winograd", "fft")
 ACTIVATIONS = ("none", "relu")
 
-# Target number of windows per scan step of the "toeplitz" method: keeps one step's
-# `[chunk, L, F]` f32 output (~16 MB at L=640, F=64) in cache while keeping the matmuls large.
-_CHUNK_OUTPUTS = 100 * 640 * 64
+# Target number of outputs per scan step of the "toeplitz" method: keeps one step's
+# `[chunk, L, F]` f32 output (8 MB at 50 windows of L=640, F=64) in the L3 cache while keeping
+# the matmuls large (measured on a 2-core AMD EPYC, 32 MB L3, forward + gradient: 50 windows
+# 60.3 utt/s, 25: 58.6, 100: 57.6).
+_CHUNK_OUTPUTS = 50 * 640 * 64
 
 
 def filter_energy(frames: jax.Array, kernel: jax.Array, bias: jax.Array, *,
@@ -99,7 +111,7 @@ def filter_energy(frames: jax.Array, kernel: jax.Array, bias: jax.Array, *,
     activation: "none" (identity) or "relu".
     method: "auto", "conv", "toeplitz" or "fft" (see the module docstring and `resolve_method`).
     block_size: "toeplitz" only: outputs per block P (default: `default_block_size`).
-    chunk_size: "toeplitz" only: windows per scan step (default: ~100 at L=640, F=64).
+    chunk_size: "toeplitz" only: windows per scan step (default: ~50 at L=640, F=64).
 
   Returns:
     `[N, F]` float32 energies. float32 and bfloat16 inputs are accepted; when frames and kernel
@@ -126,8 +138,9 @@ def filter_energy(frames: jax.Array, kernel: jax.Array, bias: jax.Array, *,
 def resolve_method(method: str, length: int, taps: int, filters: int) -> str:
   """The method "auto" stands for, given the backend and the shape; other names pass through.
 
-  CPU: "toeplitz", not the faster "winograd" (see the module docstring: its gradient is not
-  reproducible to float32 precision, across device counts included). Winograd vs Toeplitz,
+  CPU: "toeplitz", not "winograd" (see the module docstring: its gradient is not reproducible
+  to float32 precision, across device counts included; with the packed-sign residual it is no
+  faster with the gradient either). Winograd vs Toeplitz with the earlier int8 residual,
   measured on a 2-core AMD EPYC (f32, L=640, batch 4 x 150 windows, forward / forward + kernel
   gradient utt/s, one loaded run): K=256 F=64 89/29 vs 60/24; K=64 F=64 167/54 vs 128/52;
   K=128 F=64 133/38 vs 102/38; K=1024 F=64 24/9 vs 17/8; K=32 F=64 241/75 vs 269/68;
@@ -151,13 +164,14 @@ def resolve_method(method: str, length: int, taps: int, filters: int) -> str:
 
 
 def default_block_size(length: int, taps: int, filters: int) -> int:
-  """Outputs per Toeplitz block P: up to 2048 matmul columns (P * F), at most K / 2.
+  """Outputs per Toeplitz block P: up to 1024 matmul columns (P * F), at most K / 2.
 
   The banded matmul does (P + K) / K times the direct convolution's FLOPs but is inefficient
-  when narrow (P * F < ~256 columns); measured optima: P=32 at K=256 F=64 (16 within noise,
-  128 25 % slower), P=128 at K=256 F=8, P=32 at K=64 F=8, P=8..16 at K=8 F=64.
+  when narrow (P * F < ~256 columns); measured optima: P=16 at K=256 F=64 (forward + gradient
+  with the packed-sign residual, 2-core AMD EPYC: P=8 60.2, 16 60.3, 32 56.4 utt/s), P=128 at
+  K=256 F=8, P=32 at K=64 F=8, P=8..16 at K=8 F=64.
   """
-  block = max(8, min(2048 // filters, taps // 2))
+  block = max(8, min(1024 // filters, taps // 2))
   return int(min(block, length))
 
 
@@ -385,18 +399,70 @@ def _energy_from_outputs(config, y):
   return pooled.sum(axis=1) / config.length
 
 
-def _signs(config, y):
-  """d|act(y)|/dy as int8, 0 at padded outputs.
+def _bits_per_word(block):
+  """Sign bits packed per word: the largest divisor of P that is at most 32."""
+  return max(d for d in range(1, min(block, 32) + 1) if block % d == 0)
 
-  Autodiff's conventions at y = 0, which zero-padded audio with a zero bias hits exactly:
-  `jnp.abs` has derivative +1 there, `jax.nn.relu` 0.
+
+def _word_dtype(width):
+  """The smallest unsigned integer type that holds `width` bits."""
+  return jnp.uint8 if width <= 8 else jnp.uint16 if width <= 16 else jnp.uint32
+
+
+def _energy_and_signs(config, y):
+  """`[chunk, num_blocks, P*F]` outputs -> (`[chunk, F]` energies, packed d|act(y)|/dy).
+
+  One variadic reduce over each block's P outputs sums |act(y)| and ORs one bit per output into
+  `[chunk, num_blocks, P / W, F]` words of W = `_bits_per_word(P)` bits (uint8, 16 or 32):
+  XLA:CPU reads the matmul's output once, instead of once for the energy and once for an int8
+  sign array, and the residual is ~1 bit per output instead of 8. Bit set: y < 0 ("none": d|y|/dy = -1, else +1, so
+  y = 0 gives +1 like `jnp.abs`'s derivative) or y > 0 ("relu": derivative 1, else 0, like
+  `jax.nn.relu`'s). Padded outputs (t >= L) are left out of the energy; `_derivative` zeroes them.
   """
+  words, width = config.block // _bits_per_word(config.block), _bits_per_word(config.block)
+  y = y.reshape(y.shape[0], config.num_blocks, words, width, config.filters)
+  pooled = _pool(y, config.activation)
+  mask = _valid_mask(config)
+  if mask is not None:
+    pooled = jnp.where(mask.reshape(1, *y.shape[1:]), pooled, 0.0)
+  word = _word_dtype(width)
+  bit = jnp.left_shift(word(1), lax.broadcasted_iota(word, y.shape, 3))
+  flagged = (y > 0) if config.activation == "relu" else (y < 0)
+  bits = jnp.where(flagged, bit, word(0))
+  sums, packed = lax.reduce(
+      (pooled, bits), (jnp.float32(0), word(0)),
+      lambda a, b: (a[0] + b[0], lax.bitwise_or(a[1], b[1])), (3,))
+  energy = sums.sum(axis=(1, 2)) / config.length
+  return energy, packed
+
+
+def _int8_signs(config, y):
+  """d|act(y)|/dy as int8 `[chunk, num_blocks, P*F]`, 0 at padded outputs: the Winograd
+  forward's residual (its outputs come from a sum of six products, which XLA:CPU does not fuse
+  into `_energy_and_signs`'s reduce as fast as it fuses `jnp.abs`'s; measured 51 vs 57 utt/s)."""
   if config.activation == "relu":
     s = (y > 0).astype(jnp.int8)
   else:
     s = jnp.where(y >= 0, jnp.int8(1), jnp.int8(-1))
   mask = _valid_mask(config)
   return s if mask is None else jnp.where(mask, s, jnp.int8(0))
+
+
+def _derivative(config, packed):
+  """Packed bits `[chunk, num_blocks, P / W, F]` -> d|act(y)|/dy `[chunk, num_blocks, P, F]` as
+  float32 -1/0/+1, 0 at padded outputs."""
+  width = _bits_per_word(config.block)
+  word = packed.dtype.type
+  shifts = lax.broadcasted_iota(packed.dtype, (1, 1, 1, width, 1), 3)
+  bits = lax.bitwise_and(lax.shift_right_logical(packed[:, :, :, None, :], shifts), word(1))
+  bits = bits.astype(jnp.float32)
+  derivative = bits if config.activation == "relu" else 1.0 - 2.0 * bits
+  derivative = derivative.reshape(packed.shape[0], config.num_blocks, config.block, config.filters)
+  mask = _valid_mask(config)
+  if mask is not None:
+    derivative = jnp.where(mask.reshape(1, config.num_blocks, config.block, config.filters),
+                           derivative, 0.0)
+  return derivative
 
 
 def _forward_scan(config, frames, weight, keep_signs):
@@ -408,8 +474,11 @@ def _forward_scan(config, frames, weight, keep_signs):
 
   def step(_, frames_chunk):
     y = outputs(frames_chunk)
-    signs = _signs(config, y) if keep_signs else None
-    return None, (_energy_from_outputs(config, y), signs)
+    if keep_signs and config.forward == "winograd":
+      return None, (_energy_from_outputs(config, y), _int8_signs(config, y))
+    if keep_signs:
+      return None, _energy_and_signs(config, y)
+    return None, (_energy_from_outputs(config, y), None)
   _, (energy, signs) = lax.scan(step, None, frames)
   return energy, signs
 
@@ -446,7 +515,10 @@ def _banded_energy_bwd(config, residuals, grad):
 
   def step(grad_weight, xs):
     frames_chunk, sign_chunk, scale_chunk = xs
-    dy = sign_chunk.reshape(chunk, config.num_blocks, config.block, config.filters)
+    if config.forward == "winograd":
+      dy = sign_chunk.reshape(chunk, config.num_blocks, config.block, config.filters)
+    else:
+      dy = _derivative(config, sign_chunk)
     dy = (dy * scale_chunk[:, None, None, :]).astype(dtype)
     dy = dy.reshape(chunk * config.num_blocks, config.block * config.filters)
     if want_weight:
@@ -571,3 +643,4 @@ def _winograd_outputs(config, frames, weights, bias_row):
   y = jnp.stack([_combine(row, products) for row in wino.a_t], axis=1)  # [chunk * Q, m, P*F]
   y = y.reshape(frames.shape[0], out_blocks, -1)[:, :config.num_blocks]
   return y + bias_row
+
