@@ -28,7 +28,7 @@ import jax.numpy as jnp
 
 from wavejax import errors, filters
 from wavejax.models import windowed_conv
-from wavejax.models.layers import Affine, max_pool, normalize
+from wavejax.models.layers import Affine, conv_general_dilated, max_pool, normalize
 
 
 def window_frames(waveforms: jax.Array, window: int, kernel_size: int, padding: str) -> jax.Array:
@@ -201,7 +201,8 @@ class _PerWindowStack(nn.Module):
     init = (kernel_initializer(self.kernel_init, self.fir_scale, self.fir_low_hz,
                                self.fir_high_hz, self.sample_rate)
             if layer == 0 else nn.initializers.glorot_uniform())
-    return nn.Conv(features, (kernel_size,), padding="SAME", kernel_init=init, dtype=self.dtype)
+    return nn.Conv(features, (kernel_size,), padding="SAME", kernel_init=init, dtype=self.dtype,
+                   conv_general_dilated=conv_general_dilated)
 
 
 class WaveRNNFrontend(_PerWindowStack):
@@ -307,7 +308,8 @@ class SoundNetFrontend(nn.Module):
     for layer, (features, kernel, stride, pool) in enumerate(zip(*layers)):
       init = first_init if layer == 0 else nn.initializers.glorot_uniform()
       x = nn.Conv(features, (kernel,), strides=(stride,), padding="SAME",
-                  use_bias=self.norm != "batch", kernel_init=init, dtype=self.dtype)(x)
+                  use_bias=self.norm != "batch", kernel_init=init, dtype=self.dtype,
+                  conv_general_dilated=conv_general_dilated)(x)
       x = nn.relu(normalize(x, self.norm, train, field="config.model.frontend.norm"))
       if pool > 1:
         x = max_pool(x, (pool,), padding="SAME")
