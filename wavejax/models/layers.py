@@ -158,7 +158,8 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
   channels, 917 vs 24 ms; its 7th, 4 taps over 6 steps at stride 2, 213 vs 3 ms), while on long
   inputs it beats the patch matrix by 2-10x (WaveRNN over 40 steps: 191 vs 844 ms). So a 1-D
   NWC convolution (no dilation, no groups) becomes `patches @ kernel` when its padding is at
-  least its input's length or its patch matrix has at most 2^20 entries; anything else goes
+  least its input's length or its patch matrix has at most 2^20 entries; anything else, and
+  every convolution on GPU/TPU (their vendor convolutions were not measured against this), goes
   to `lax.conv_general_dilated` unchanged.
   """
   plain = functools.partial(
@@ -166,7 +167,8 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
       rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
       feature_group_count=feature_group_count, precision=precision,
       preferred_element_type=preferred_element_type)
-  if (lhs.ndim != 3 or feature_group_count != 1 or any(d != 1 for d in lhs_dilation or (1,))
+  if (jax.default_backend() != "cpu" or lhs.ndim != 3 or feature_group_count != 1
+      or any(d != 1 for d in lhs_dilation or (1,))
       or any(d != 1 for d in rhs_dilation or (1,))
       or lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
       != lax.conv_dimension_numbers(lhs.shape, rhs.shape, ("NWC", "WIO", "NWC"))):
