@@ -279,12 +279,8 @@ def main(argv):
       log_share(grid, shard, cells)
       report = run_cells(workdir, grid, configs, cells, _SWEEP.lock_timeout.value,
                          _SWEEP.wait.value, _SWEEP.poll_interval.value)
-  except errors.WavejaxError as e:
-    print(f"table1: error: {e}", file=sys.stderr)
-    return getattr(e, "exit_code", 1)
-  except OSError as e:
-    print(f"table1: error: {cli.os_error_message(e)}", file=sys.stderr)
-    return 1
+  except (errors.WavejaxError, OSError) as e:
+    return cli.error_status("table1", e)
   return finish(workdir, grid, shard, report, models)
 
 

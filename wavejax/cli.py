@@ -82,6 +82,14 @@ def config_value(flag, prog: str):
     fail(prog, describe_config_error(e))
 
 
+def error_status(prog: str, error: errors.WavejaxError | OSError) -> int:
+  """Prints a library or file system error as the tool's one `error:` line; returns the exit
+  status (1, or a stopped run's 128 + signal)."""
+  message = os_error_message(error) if isinstance(error, OSError) else str(error)
+  print(f"{prog}: error: {message}", file=sys.stderr)
+  return getattr(error, "exit_code", 1)
+
+
 def os_error_message(error: OSError) -> str:
   return (f"{one_line(error)}; check the path, its permissions and free space, or choose another "
           "--workdir / cache_dir")

@@ -99,12 +99,8 @@ def main(argv) -> int:
   except errors.Preempted as e:
     print(f"wavejax: {e}", file=sys.stderr)
     return e.exit_code
-  except errors.WavejaxError as e:
-    print(f"wavejax: error: {e}", file=sys.stderr)
-    return 1
-  except OSError as e:
-    print(f"wavejax: error: {cli.os_error_message(e)}", file=sys.stderr)
-    return 1
+  except (errors.WavejaxError, OSError) as e:
+    return cli.error_status("wavejax", e)
   return 0
 
 

@@ -15,7 +15,6 @@ import dataclasses
 import json
 import pathlib
 import re
-import sys
 from typing import Any
 
 import jax
@@ -218,12 +217,8 @@ def main(argv) -> int:
   try:
     loaded = load_model(options.workdir, options.fold)
     entries = loaded.predict_files(paths)
-  except errors.WavejaxError as e:
-    print(f"wavejax: error: {e}", file=sys.stderr)
-    return 1
-  except OSError as e:
-    print(f"wavejax: error: {cli.os_error_message(e)}", file=sys.stderr)
-    return 1
+  except (errors.WavejaxError, OSError) as e:
+    return cli.error_status("wavejax", e)
   if options.json:
     print(json.dumps({"workdir": str(loaded.workdir), "fold": loaded.fold, "epoch": loaded.epoch,
                       "classes": list(loaded.classes), "predictions": entries}, indent=2))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import pathlib
-import sys
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -82,12 +81,8 @@ def main(argv) -> int:
     cli.fail("wavejax", USAGE)
   try:
     run(argv[1])
-  except errors.WavejaxError as e:
-    print(f"wavejax: error: {e}", file=sys.stderr)
-    return 1
-  except OSError as e:
-    print(f"wavejax: error: {cli.os_error_message(e)}", file=sys.stderr)
-    return 1
+  except (errors.WavejaxError, OSError) as e:
+    return cli.error_status("wavejax", e)
   return 0
 
 
