@@ -12,8 +12,8 @@ Methods (numerically equal; `tests/test_windowed_conv.py` checks them against nu
   weight (W[j, p*F + f] = kernel[j - p, f], last row = bias) gives a block of outputs per row of
   one matmul, which XLA:CPU (YNNPACK) fuses with |.| and the window sum. Windows go through a
   `lax.scan` in chunks of ~50, so a chunk's `[chunk, L, F]` outputs (8 MB in f32) stay in cache.
-  A `jax.custom_vjp` keeps only d|act(y)|/dy, one bit per output packed into uint32 words by the
-  same variadic reduce that sums |act(y)| (so XLA:CPU reads the matmul's output once), and
+  A `jax.custom_vjp` keeps only d|act(y)|/dy, one bit per output packed into unsigned words by
+  the same variadic reduce that sums |act(y)| (so XLA:CPU reads the matmul's output once), and
   computes the weight gradient as ONE matmul per chunk, `sub_frames^T @ dY`, with the transposed
   sub-frames built directly (YNNPACK takes `[J, M] @ [M, N]` but not a transposed left operand);
   autodiff of the band construction folds it onto the K taps (reshape + sum), the ones column
@@ -415,11 +415,13 @@ def _energy_and_signs(config, y):
   One variadic reduce over each block's P outputs sums |act(y)| and ORs one bit per output into
   `[chunk, num_blocks, P / W, F]` words of W = `_bits_per_word(P)` bits (uint8, 16 or 32):
   XLA:CPU reads the matmul's output once, instead of once for the energy and once for an int8
-  sign array, and the residual is ~1 bit per output instead of 8. Bit set: y < 0 ("none": d|y|/dy = -1, else +1, so
-  y = 0 gives +1 like `jnp.abs`'s derivative) or y > 0 ("relu": derivative 1, else 0, like
-  `jax.nn.relu`'s). Padded outputs (t >= L) are left out of the energy; `_derivative` zeroes them.
+  sign array, and the residual is ~1 bit per output instead of 8. Bit set: y < 0 ("none":
+  d|y|/dy = -1, else +1, so y = 0 gives +1 like `jnp.abs`'s derivative) or y > 0 ("relu":
+  derivative 1, else 0, like `jax.nn.relu`'s). Padded outputs (t >= L) are left out of the
+  energy; `_derivative` zeroes them.
   """
-  words, width = config.block // _bits_per_word(config.block), _bits_per_word(config.block)
+  width = _bits_per_word(config.block)
+  words = config.block // width
   y = y.reshape(y.shape[0], config.num_blocks, words, width, config.filters)
   pooled = _pool(y, config.activation)
   mask = _valid_mask(config)
@@ -465,6 +467,21 @@ def _derivative(config, packed):
   return derivative
 
 
+def _energy_and_residual(config, y):
+  """(energies, the residual `_residual_derivative` decodes): packed sign bits, or for the
+  Winograd forward int8 signs (see `_int8_signs`)."""
+  if config.forward == "winograd":
+    return _energy_from_outputs(config, y), _int8_signs(config, y)
+  return _energy_and_signs(config, y)
+
+
+def _residual_derivative(config, residual):
+  """`_energy_and_residual`'s residual -> d|act(y)|/dy `[chunk, num_blocks, P, F]`."""
+  if config.forward == "winograd":
+    return residual.reshape(-1, config.num_blocks, config.block, config.filters)
+  return _derivative(config, residual)
+
+
 def _forward_scan(config, frames, weight, keep_signs):
   if config.forward == "winograd":
     weights, bias_row = _winograd_weights(config, weight)
@@ -474,10 +491,8 @@ def _forward_scan(config, frames, weight, keep_signs):
 
   def step(_, frames_chunk):
     y = outputs(frames_chunk)
-    if keep_signs and config.forward == "winograd":
-      return None, (_energy_from_outputs(config, y), _int8_signs(config, y))
     if keep_signs:
-      return None, _energy_and_signs(config, y)
+      return None, _energy_and_residual(config, y)
     return None, (_energy_from_outputs(config, y), None)
   _, (energy, signs) = lax.scan(step, None, frames)
   return energy, signs
@@ -515,10 +530,7 @@ def _banded_energy_bwd(config, residuals, grad):
 
   def step(grad_weight, xs):
     frames_chunk, sign_chunk, scale_chunk = xs
-    if config.forward == "winograd":
-      dy = sign_chunk.reshape(chunk, config.num_blocks, config.block, config.filters)
-    else:
-      dy = _derivative(config, sign_chunk)
+    dy = _residual_derivative(config, sign_chunk)
     dy = (dy * scale_chunk[:, None, None, :]).astype(dtype)
     dy = dy.reshape(chunk * config.num_blocks, config.block * config.filters)
     if want_weight:
@@ -643,4 +655,3 @@ def _winograd_outputs(config, frames, weights, bias_row):
   y = jnp.stack([_combine(row, products) for row in wino.a_t], axis=1)  # [chunk * Q, m, P*F]
   y = y.reshape(frames.shape[0], out_blocks, -1)[:, :config.num_blocks]
   return y + bias_row
-
