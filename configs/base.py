@@ -1,7 +1,7 @@
-"""Shared defaults (see `wavejax/config.py`): the paper's protocol on the built-in corpus."""
+"""The protocol's defaults without a model (see `wavejax/config/__init__.py`)."""
 
-from wavejax import config as wavejax_config
+from wavejax import config
 
 
 def get_config(arg: str = ""):
-  return wavejax_config.apply_arg(wavejax_config.base_config(), arg)
+  return config.apply_arg(config.base_config(), arg)

@@ -4,12 +4,8 @@ Learnable Gabor filters (mel-initialised), squared modulus, Gaussian low-pass po
 per 40 ms, PCEN. Usage: `--config=configs/leaf.py[:task,fold=k]`.
 """
 
-from wavejax import config as wavejax_config
+from wavejax import config
 
 
 def get_config(arg: str = ""):
-  config = wavejax_config.base_config()
-  config.model.name = "leaf"
-  config.model.frontend = wavejax_config.leaf_frontend_config()
-  config.model.head = wavejax_config.cnn_head_config()
-  return wavejax_config.apply_arg(config, arg)
+  return config.get_config("leaf", arg)

@@ -4,12 +4,8 @@ Usage: `--config=configs/simplenet_rnn.py[:task,fold=k]`. The paper's code scans
 the filter channels instead of time: `--config.model.head.scan_over=filters`.
 """
 
-from wavejax import config as wavejax_config
+from wavejax import config
 
 
 def get_config(arg: str = ""):
-  config = wavejax_config.base_config()
-  config.model.name = "simplenet_rnn"
-  config.model.frontend = wavejax_config.simplenet_frontend_config()
-  config.model.head = wavejax_config.lstm_head_config()
-  return wavejax_config.apply_arg(config, arg)
+  return config.get_config("simplenet_rnn", arg)

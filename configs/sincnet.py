@@ -5,12 +5,8 @@ window), applied per 40 ms window and pooled as mean |y| like SimpleNet. Beyond 
 `--config=configs/sincnet.py[:task,fold=k]`.
 """
 
-from wavejax import config as wavejax_config
+from wavejax import config
 
 
 def get_config(arg: str = ""):
-  config = wavejax_config.base_config()
-  config.model.name = "sincnet"
-  config.model.frontend = wavejax_config.sincnet_frontend_config()
-  config.model.head = wavejax_config.cnn_head_config()
-  return wavejax_config.apply_arg(config, arg)
+  return config.get_config("sincnet", arg)

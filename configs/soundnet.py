@@ -11,13 +11,8 @@ on training utterances vs 76.6 % with batch statistics). `train.precise_bn_batch
 the statistics before each evaluation (82.8 % on the same utterances; test 45.8 -> 72.9 %).
 """
 
-from wavejax import config as wavejax_config
+from wavejax import config
 
 
 def get_config(arg: str = ""):
-  config = wavejax_config.base_config()
-  config.model.name = "soundnet"
-  config.model.frontend = wavejax_config.soundnet_frontend_config()
-  config.model.head = wavejax_config.dense_head_config(dropout=0.5)
-  config.train.precise_bn_batches = 16
-  return wavejax_config.apply_arg(config, arg)
+  return config.get_config("soundnet", arg)

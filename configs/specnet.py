@@ -5,13 +5,8 @@ as SimpleNet's initial front-end) into the same CNN head. Usage:
 `--config=configs/specnet.py[:task,fold=k]`.
 """
 
-from wavejax import config as wavejax_config
+from wavejax import config
 
 
 def get_config(arg: str = ""):
-  config = wavejax_config.base_config()
-  config.model.name = "specnet"
-  config.model.frontend = wavejax_config.simplenet_frontend_config()
-  config.model.frontend.trainable = False
-  config.model.head = wavejax_config.cnn_head_config()
-  return wavejax_config.apply_arg(config, arg)
+  return config.get_config("specnet", arg)

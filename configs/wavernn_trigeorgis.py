@@ -5,12 +5,8 @@ Per 40 ms window conv 40 x 20 -> max-pool 2 -> conv 40 x 40 -> max-pool across c
 Usage: `--config=configs/wavernn_trigeorgis.py[:task,fold=k]`.
 """
 
-from wavejax import config as wavejax_config
+from wavejax import config
 
 
 def get_config(arg: str = ""):
-  config = wavejax_config.base_config()
-  config.model.name = "wavernn_trigeorgis"
-  config.model.frontend = wavejax_config.trigeorgis_frontend_config()
-  config.model.head = wavejax_config.lstm_head_config()
-  return wavejax_config.apply_arg(config, arg)
+  return config.get_config("wavernn_trigeorgis", arg)

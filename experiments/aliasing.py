@@ -33,18 +33,15 @@ import pathlib
 import sys
 
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 
-from wavejax import errors, results, sweep
-from wavejax import plots, runtime
+from wavejax import cli, errors, runtime
 from wavejax.analysis import aliasing, band_task, common, equivalence, signals
+from wavejax.config import presets
+from wavejax.reporting import plots, results
+from wavejax.training import sweep
 
-PRESETS = {
-    "full": {"num_samples": 16384, "seeds": (0, 1, 2), "per_class_per_session": 20,
-             "clip_seconds": 0.5, "epochs": 6},
-    "smoke": {"num_samples": 4096, "seeds": (0,), "per_class_per_session": 4,
-              "clip_seconds": 0.25, "epochs": 1, "models": ("simplenet_cnn", "pool_first_stride")},
-}
+PROG = "aliasing"
 # Band-task contenders: zoo config name, and the pool-first twin's pooling (None: the zoo model).
 CONTENDERS = {
     "simplenet_cnn": ("simplenet_cnn", None),
@@ -55,7 +52,7 @@ CONTENDERS = {
 SAMPLE_RATE = 16000
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where the JSON and the figures go.")
-_PRESET = flags.DEFINE_enum("preset", "full", list(PRESETS), "Size preset.")
+_PRESET = presets.define_flag(presets.ALIASING, "builtin")
 _BAND_TASK = flags.DEFINE_boolean("band_task", True, "Train the band-task models.")
 _MODELS = flags.DEFINE_list("models", None, "Band-task contenders (default: all; the smoke "
                             f"preset: two). Choose from {', '.join(CONTENDERS)}.")
@@ -148,7 +145,6 @@ def band_grid(preset: dict) -> tuple[sweep.Grid, dict, dict]:
 def run_band_cells(preset: dict, workdir: pathlib.Path, grid: sweep.Grid, chosen: dict,
                    settings: dict, shard: sweep.Shard) -> sweep.Report:
   """Trains this worker's share of the band-task runs that are not complete."""
-  runtime.quiet_library_logs()
   runtime.enable_compilation_cache()
   cells = grid.shard(shard)
   logging.info("band task: %d runs (fingerprint %s); shard %s (%s) takes %d: %s", len(grid),
@@ -206,34 +202,30 @@ def signal_analyses(preset: dict, figures: common.Figures) -> tuple[dict, list]:
 
 def main(argv) -> int:
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    cli.fail(PROG, f"unexpected arguments {argv[1:]}")
   if not _WORKDIR.value:
-    raise app.UsageError("--workdir is required")
+    cli.fail(PROG, "--workdir is required")
   workdir = pathlib.Path(_WORKDIR.value)
-  preset = PRESETS[_PRESET.value]
+  preset = presets.sizes(_PRESET.value, presets.ALIASING)
   figures = common.Figures(workdir)
   grid, report = None, sweep.Report()
-  try:
-    shard = _SWEEP.resolve_shard()
-    sharded = shard.count > 1 and not _SWEEP.collect.value
-    if sharded and not _BAND_TASK.value:
-      raise errors.SweepError(f"--shard={shard} splits only the band task; drop --noband_task")
-    if _BAND_TASK.value:
-      grid, chosen, settings = band_grid(preset)
-      if not _SWEEP.collect.value:
-        report = run_band_cells(preset, workdir, grid, chosen, settings, shard)
-    if sharded:
-      logging.info("aliasing: shard %s done (ran %d, left %d to other workers, %d failed); when "
-                   "every worker has finished, write the report with the same flags and "
-                   "--collect", shard, len(report.ran), len(report.left), len(report.failed))
-      return _failures(grid, report)
-    report_json, verdicts = signal_analyses(preset, figures)
-    if _BAND_TASK.value:
-      report_json["band_task"] = band_task_summary(workdir, grid, settings, figures)
-      verdicts.append(report_json["band_task"]["verdict"])
-  except errors.WavejaxError as e:
-    print(f"wavejax: error: {e}", file=sys.stderr)
-    return getattr(e, "exit_code", 1)
+  shard = _SWEEP.resolve_shard()
+  sharded = shard.count > 1 and not _SWEEP.collect.value
+  if sharded and not _BAND_TASK.value:
+    raise errors.SweepError(f"--shard={shard} splits only the band task; drop --noband_task")
+  if _BAND_TASK.value:
+    grid, chosen, settings = band_grid(preset)
+    if not _SWEEP.collect.value:
+      report = run_band_cells(preset, workdir, grid, chosen, settings, shard)
+  if sharded:
+    logging.info("aliasing: shard %s done (ran %d, left %d to other workers, %d failed); when "
+                 "every worker has finished, write the report with the same flags and "
+                 "--collect", shard, len(report.ran), len(report.left), len(report.failed))
+    return _failures(grid, report)
+  report_json, verdicts = signal_analyses(preset, figures)
+  if _BAND_TASK.value:
+    report_json["band_task"] = band_task_summary(workdir, grid, settings, figures)
+    verdicts.append(report_json["band_task"]["verdict"])
   report_json["verdicts"] = verdicts
   report_json["figures"] = figures.paths
   path = common.write_json(workdir / "aliasing.json", report_json)
@@ -247,9 +239,9 @@ def main(argv) -> int:
 
 def _failures(grid: sweep.Grid, report: sweep.Report) -> int:
   for cell, message in report.failed:
-    print(f"wavejax: error: band task {grid.describe(cell)}: {message}", file=sys.stderr)
+    print(f"{PROG}: error: band task {grid.describe(cell)}: {message}", file=sys.stderr)
   return 1 if report.failed else 0
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main, PROG)

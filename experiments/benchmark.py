@@ -8,7 +8,8 @@ labels, weights 1):
   jax/frontend/<method>/<mode>   `SimpleNetFrontend` forward and forward + parameter gradient for
                                  every `filter_energy` method
   jax/op-bf16/<method>/<mode>    the bare op with bfloat16 frames and kernel
-  jax/train_step/<model>         `wavejax.train.train_step` of every zoo model (one per config in
+  jax/train_step/<model>         `wavejax.training.steps.train_step` of every zoo model (one per
+  config in
                                  configs/, built as the trainer builds it: `create_model(
                                  config.model, num_classes=4)`, `create_train_state`, jitted with
                                  the state donated), Adam update and batch-norm statistics included
@@ -89,20 +90,17 @@ import statistics
 import time
 from collections.abc import Callable
 
-from absl import app
-from absl import flags
-from absl import logging
 import jax
 import jax.numpy as jnp
-from jax.extend import core as jax_core
 import numpy as np
+from absl import app, flags, logging
+from jax.extend import core as jax_core
 
 from wavejax import config as wavejax_config
-from wavejax import train
 from wavejax.analysis import common
-from wavejax.models import MODELS, create_model
-from wavejax.models import frontends
-from wavejax.models import windowed_conv
+from wavejax.config import models as model_configs
+from wavejax.models import MODELS, create_model, frontends, windowed, zoo
+from wavejax.training import steps
 
 PRESETS = {
     "full": dict(batch=32, seconds=6.0, repeats=5, matmul_size=4096),
@@ -121,7 +119,7 @@ _BATCH = flags.DEFINE_integer("batch", None, "Utterances per step (preset: 32 / 
 _SECONDS = flags.DEFINE_float("seconds", None, "Utterance length in seconds (preset: 6 / 0.5).")
 _REPEATS = flags.DEFINE_integer("repeats", None, "Timed runs per row, median kept (5 / 1).")
 _MATMUL_SIZE = flags.DEFINE_integer("matmul_size", None, "Square matmul for the peak (4096).")
-_ACTIVATION = flags.DEFINE_enum("activation", "none", list(windowed_conv.ACTIVATIONS),
+_ACTIVATION = flags.DEFINE_enum("activation", "none", list(windowed.ACTIVATIONS),
                                 "Front-end activation (front-end and op rows).")
 _CASES = flags.DEFINE_list("cases", ["*"], "Glob patterns of the case names to run.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the synthetic batch and parameters.")
@@ -262,10 +260,11 @@ def _cotangent_weights(settings, shape):
 
 def _frontend_case(method: str, mode: str):
   def build(settings, waveforms):
-    module = frontends.SimpleNetFrontend(
+    module = zoo.build(
+        frontends.SimpleNetFrontend, model_configs.simplenet_frontend_config(),
         num_filters=settings.filters, kernel_size=settings.taps,
         window_ms=1000.0 * settings.window / settings.sample_rate,
-        sample_rate=settings.sample_rate, kernel_init="glorot",
+        sample_rate=settings.sample_rate, kernel_init="glorot", compression="none",
         activation=settings.activation, method=method)
     waves = jnp.asarray(waveforms)
     params = module.init(jax.random.key(settings.seed), waves[:1])
@@ -280,7 +279,7 @@ def _frontend_case(method: str, mode: str):
 
 
 def _resolved(method, settings):
-  return windowed_conv.resolve_method(method, settings.window, settings.taps, settings.filters)
+  return windowed.resolve_method(method, settings.window, settings.taps, settings.filters)
 
 
 def _op_case(method: str, mode: str, dtype):
@@ -294,7 +293,7 @@ def _op_case(method: str, mode: str, dtype):
     kernel = rng.standard_normal((settings.taps, settings.filters)) / np.sqrt(settings.taps)
     frames, kernel = jnp.asarray(frames, dtype), jnp.asarray(kernel, dtype)
     bias = jnp.zeros((settings.filters,), jnp.float32)
-    energy = lambda k, b, f: windowed_conv.filter_energy(
+    energy = lambda k, b, f: windowed.filter_energy(
         f, k, b, activation=settings.activation, method=method)
     flops = settings.forward_flops * settings.batch
     name = jnp.dtype(dtype).name
@@ -307,7 +306,7 @@ def _op_case(method: str, mode: str, dtype):
   return build
 
 
-for _method in windowed_conv.METHODS:
+for _method in windowed.METHODS:
   for _mode in ("fwd", "fwd+grad"):
     register(f"jax/frontend/{_method}/{_mode}", "jax", _mode, f"frontend/{_mode}")(
         _frontend_case(_method, _mode))
@@ -325,7 +324,7 @@ for _method in ("conv", "toeplitz", "winograd"):
 class TrainSetup:
   config: object
   model: object
-  state: train.TrainState
+  state: steps.TrainState
   batch: dict
 
 
@@ -334,7 +333,7 @@ def train_setup(name: str, settings: Settings, waveforms: np.ndarray,
   """configs/<name>.py's model and initial train state, and the synthetic labelled batch."""
   config = common.load_config(name, {"seed": settings.seed, **(overrides or {})})
   model = create_model(config.model, num_classes=settings.num_classes)
-  state = train.create_train_state(model, config, waveforms.shape[1], steps_per_epoch=1, fold=1)
+  state = steps.create_train_state(model, config, waveforms.shape[1], steps_per_epoch=1, fold=1)
   rng = np.random.default_rng(settings.seed + 2)
   batch = {"waveforms": jnp.asarray(waveforms),
            "labels": jnp.asarray(rng.integers(0, settings.num_classes, len(waveforms)), jnp.int32),
@@ -343,7 +342,7 @@ def train_setup(name: str, settings: Settings, waveforms: np.ndarray,
 
 
 def train_step_fn(config):
-  return functools.partial(train.train_step, double_softmax=config.train.double_softmax)
+  return functools.partial(steps.train_step, double_softmax=config.train.double_softmax)
 
 
 def train_step_flops(name: str, settings: Settings, setup: TrainSetup) -> float:
@@ -441,6 +440,7 @@ def _torch_train_case(autocast: bool):
   """SimpleNet-CNN's train step in PyTorch, from the JAX model's initial weights."""
   def build(settings, waveforms):
     import torch  # pylint: disable=import-outside-toplevel
+
     from experiments import torch_reference  # pylint: disable=import-outside-toplevel
     torch.manual_seed(settings.seed)
     setup = train_setup("simplenet_cnn", settings, waveforms)

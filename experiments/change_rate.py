@@ -6,7 +6,7 @@ r"""Fig. 4 (Sec. 3) measured: how much each layer's weights change per epoch, pe
 
 Trains each model on one fold of the built-in corpus with the normal trainer, recording after
 every epoch the paper's mean change rate mean |(w_i - w_{i-1}) / w_{i-1}| of every kernel
-(`wavejax.analysis.change_rate.ChangeRateTracker`; the relative norm change beside it). The paper
+(`wavejax.training.change_rate.ChangeRateTracker`; the relative norm change beside it). The paper
 plots it per iteration; here it is per epoch, i.e. over all the steps of an epoch. Fig. 4's claim:
 SoundNet's convolutions change little, SimpleNet's filters change much more. Writes
 `change_rate.json` and PNG/PDF figures into --workdir.
@@ -15,32 +15,36 @@ SoundNet's convolutions change little, SimpleNet's filters change much more. Wri
 from __future__ import annotations
 
 import pathlib
-import sys
 
-from absl import app, flags
+from absl import flags
 
+from wavejax import cli, runtime, training
 from wavejax import config as wavejax_config
-from wavejax import errors, plots, runtime, train
-from wavejax.analysis import change_rate, common
+from wavejax.analysis import common
+from wavejax.config import presets
+from wavejax.reporting import plots
+from wavejax.training import change_rate, hooks
 
-PRESETS = common.one_fold_presets(full_epochs=6, smoke_epochs=2)
+PROG = "change_rate"
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where the JSON and the figures go.")
 _MODELS = flags.DEFINE_list("models", ["simplenet_cnn", "soundnet"], "Models (configs/<name>.py).")
-_PRESET = flags.DEFINE_enum("preset", "full", list(PRESETS), "Size preset.")
+_PRESET = presets.define_flag(presets.CHANGE_RATE, "builtin")
 _FOLD = flags.DEFINE_integer("fold", 1, "Fold to train.")
 _EPOCHS = flags.DEFINE_integer("epochs", None, "Override train.num_epochs.")
 
 
 def train_model(name: str) -> dict:
-  overrides = dict(PRESETS[_PRESET.value])
+  overrides = presets.fields(_PRESET.value, presets.CHANGE_RATE)
   if _EPOCHS.value:
     overrides["train.num_epochs"] = _EPOCHS.value
   overrides["train.track_change_rate"] = True
   config = wavejax_config.resolve(common.load_config(name, overrides))
-  trainer = train.FoldTrainer(config, train.load_fold_data(config, _FOLD.value), None)
+  tracking = hooks.ChangeRate()
+  trainer = training.FoldTrainer(config, training.load_fold_data(config, _FOLD.value), None,
+                                 hooks=[tracking])
   result = trainer.run()
-  history = trainer.change_rate.history
+  history = tracking.tracker.history
   return {"history": history, "mean_rate": change_rate.mean_rates(history),
           "mean_relative_norm": change_rate.mean_rates(history, "relative_norm"),
           "test_wa": result.test["wa"], "train_accuracy": result.train_accuracy}
@@ -78,18 +82,13 @@ def verdict(runs: dict) -> str:
 
 def main(argv) -> int:
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    cli.fail(PROG, f"unexpected arguments {argv[1:]}")
   if not _WORKDIR.value:
-    raise app.UsageError("--workdir is required")
+    cli.fail(PROG, "--workdir is required")
   workdir = pathlib.Path(_WORKDIR.value)
   figures = common.Figures(workdir)
-  runtime.quiet_library_logs()
   runtime.enable_compilation_cache()
-  try:
-    runs = {name: train_model(name) for name in _MODELS.value}
-  except errors.WavejaxError as e:
-    print(f"wavejax: error: {e}", file=sys.stderr)
-    return 1
+  runs = {name: train_model(name) for name in _MODELS.value}
   figures.save(plots.change_rate_figure, "change_rate",
                {name: run["history"] for name, run in runs.items()})
   figures.save(plots.change_rate_figure, "change_rate_relative_norm",
@@ -106,4 +105,4 @@ def main(argv) -> int:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main, PROG)

@@ -11,16 +11,14 @@ training folds) for the 4-class emotion task and the gender task. Prints per-fol
 
 from __future__ import annotations
 
-from absl import app
-from absl import flags
 import numpy as np
-from scipy import optimize
-from scipy import signal
 import soundfile as sf
+from absl import flags
+from scipy import optimize, signal
 
-from wavejax import results
-from wavejax import data
+from wavejax import cli, data
 from wavejax.data import folds, synthetic
+from wavejax.reporting import results
 
 _CACHE_DIR = flags.DEFINE_string("cache_dir", None, "Corpus cache folder (default: user cache).")
 _SEED = flags.DEFINE_integer("seed", 0, "Corpus generator seed.")
@@ -107,4 +105,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main, "corpus_baseline")

@@ -19,22 +19,24 @@ utterance of the fold). Writes `filters.json` and PNG/PDF figures into --workdir
 from __future__ import annotations
 
 import pathlib
-import sys
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
-from wavejax import errors, plots, predict, runtime, train
+from wavejax import cli, errors, models, training
 from wavejax.analysis import common, learned_filters
+from wavejax.config import presets
 from wavejax.data import audio
+from wavejax.inference import model as loaded_model
+from wavejax.reporting import plots
 
-PRESETS = common.one_fold_presets(full_epochs=8, smoke_epochs=1)
+PROG = "filters"
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where the JSON and the figures go.")
 _RUN = flags.DEFINE_string("run", None, "A trained run's workdir (default: train one).")
 _FOLD = flags.DEFINE_integer("fold", None, "Fold of --run (default: first with a checkpoint).")
 _MODEL = flags.DEFINE_string("model", "simplenet_cnn", "Model to train when --run is not given.")
-_PRESET = flags.DEFINE_enum("preset", "full", list(PRESETS), "Size of the run trained here.")
+_PRESET = presets.define_flag(presets.FILTERS, "builtin")
 _UTTERANCE = flags.DEFINE_string("utterance", None, "Utterance id or wav path for the learned "
                                  "spectrogram (default: the fold's first test utterance).")
 _SELECTED = flags.DEFINE_integer("num_selected", 4, "Filters shown in time and frequency.")
@@ -42,17 +44,17 @@ _SELECTED = flags.DEFINE_integer("num_selected", 4, "Filters shown in time and f
 
 def train_run(workdir: pathlib.Path) -> pathlib.Path:
   """Trains fold 1 of the built-in corpus into `workdir/run` (resumes or reuses it)."""
-  config = common.load_config(_MODEL.value, PRESETS[_PRESET.value])
+  config = common.load_config(_MODEL.value, presets.fields(_PRESET.value, presets.FILTERS))
   run = workdir / "run"
-  train.train_fold(config, 1, workdir=run)
+  training.train_fold(config, 1, workdir=run)
   return run
 
 
-def pick_utterance(loaded: predict.LoadedModel, choice: str | None) -> tuple[str, np.ndarray]:
+def pick_utterance(loaded: loaded_model.LoadedModel, choice: str | None) -> tuple[str, np.ndarray]:
   """(name, waveform) of `choice` (a wav path or an utterance id), default the first test one."""
   if choice and pathlib.Path(choice).is_file():
     return choice, audio.load(choice, loaded.sample_rate, loaded.clip_seconds)
-  data = train.load_fold_data(loaded.config, loaded.fold)
+  data = training.load_fold_data(loaded.config, loaded.fold)
   if choice is None:
     index = int(data.split.test[0])
   else:
@@ -66,11 +68,11 @@ def pick_utterance(loaded: predict.LoadedModel, choice: str | None) -> tuple[str
   return f"{utterance.utt_id} ({label})", np.asarray(data.waveforms[index])
 
 
-def analyse(loaded: predict.LoadedModel, figures: common.Figures) -> dict:
-  initial_vars = predict.init_variables(loaded.model, loaded.config, loaded.num_samples,
+def analyse(loaded: loaded_model.LoadedModel, figures: common.Figures) -> dict:
+  initial_vars = loaded_model.init_variables(loaded.model, loaded.config, loaded.num_samples,
                                         loaded.fold)
-  initial = learned_filters.frontend_kernel(loaded.model, initial_vars["params"])
-  trained = learned_filters.frontend_kernel(loaded.model, loaded.variables["params"])
+  initial = models.frontend_kernel(loaded.model, initial_vars["params"])
+  trained = models.frontend_kernel(loaded.model, loaded.variables["params"])
   rate = loaded.sample_rate
   edges = learned_filters.initial_band_edges(loaded.config.model)
   drift = learned_filters.drift(initial, trained, rate, edges)
@@ -109,19 +111,14 @@ def analyse(loaded: predict.LoadedModel, figures: common.Figures) -> dict:
 
 def main(argv) -> int:
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    cli.fail(PROG, f"unexpected arguments {argv[1:]}")
   if not _WORKDIR.value:
-    raise app.UsageError("--workdir is required")
+    cli.fail(PROG, "--workdir is required")
   workdir = pathlib.Path(_WORKDIR.value)
-  runtime.quiet_library_logs()
   figures = common.Figures(workdir)
-  try:
-    run = pathlib.Path(_RUN.value) if _RUN.value else train_run(workdir)
-    loaded = predict.load_model(run, _FOLD.value)
-    report = analyse(loaded, figures)
-  except errors.WavejaxError as e:
-    print(f"wavejax: error: {e}", file=sys.stderr)
-    return 1
+  run = pathlib.Path(_RUN.value) if _RUN.value else train_run(workdir)
+  loaded = loaded_model.load_model(run, _FOLD.value)
+  report = analyse(loaded, figures)
   report["figures"] = figures.paths
   path = common.write_json(workdir / "filters.json", report)
   for line in report["verdicts"]:
@@ -133,4 +130,4 @@ def main(argv) -> int:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main, PROG)

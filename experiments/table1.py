@@ -1,7 +1,8 @@
 r"""The paper's Table 1: every model x task x fold x learning rate (x seed), one command.
 
   python -m experiments.table1 --workdir=runs/table1              # built-in corpus (~1 h, 2 cores)
-  python -m experiments.table1 --workdir=runs/t1 --preset=smoke      # ~14 min for the five models, 2 cores
+  python -m experiments.table1 --workdir=runs/t1 --preset=smoke      # ~14 min for the five models,
+  2 cores
   python -m experiments.table1 --workdir=runs/t1 --data_root=/data/IEMOCAP_full_release \
       --models=simplenet_cnn,specnet --tasks=emotion --lrs=1e-4,1e-3 --seeds=7,17
 
@@ -38,20 +39,15 @@ import json
 import pathlib
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 
-from wavejax import cli, errors, paper_table, results, runtime, sweep, train
+from wavejax import cli, errors, runtime, training
 from wavejax.analysis import common
+from wavejax.config import presets
 from wavejax.data import folds as folds_lib
 from wavejax.data import pipeline
-
-PRESETS = {
-    "paper": {},
-    "builtin": {"data.builtin.utterances_per_speaker": 20, "data.builtin.clip_seconds": 2.0,
-                "data.val_size": 12, "train.batch_size": 16, "train.num_epochs": 5},
-    "smoke": {"data.builtin.utterances_per_speaker": 6, "data.builtin.clip_seconds": 1.0,
-              "data.val_size": 4, "train.batch_size": 8, "train.num_epochs": 1},
-}
+from wavejax.reporting import paper_table, results
+from wavejax.training import sweep
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where every run and the table go.")
 _MODELS = flags.DEFINE_list("models", list(paper_table.PAPER_MODELS),
@@ -61,8 +57,7 @@ _LRS = flags.DEFINE_list("lrs", ["1e-5", "1e-4", "1e-3"], "Learning rates to cho
 _SEEDS = flags.DEFINE_list("seeds", ["0"], "Seeds.")
 _FOLDS = flags.DEFINE_list("folds", None, "Folds (default: all).")
 _DATA_ROOT = flags.DEFINE_string("data_root", None, "Corpus root (default: built-in corpus).")
-_PRESET = flags.DEFINE_enum("preset", None, list(PRESETS),
-                            "Size preset; default: builtin, or paper with --data_root.")
+_PRESET = presets.define_flag(presets.TABLE1, None)  # default: builtin, or paper with --data_root
 _EPOCHS = flags.DEFINE_integer("epochs", None, "Override train.num_epochs.")
 _SWEEP = sweep.define_flags()
 
@@ -71,7 +66,7 @@ Cell = collections.namedtuple("Cell", "model task lr seed fold")
 
 
 def cell_config(model, task, lr, seed, preset, data_root, epochs):
-  config = common.load_config(model, PRESETS[preset], arg=task)
+  config = common.load_config(model, presets.fields(preset, presets.TABLE1), arg=task)
   config.train.learning_rate = lr
   config.seed = seed
   if data_root:
@@ -126,9 +121,9 @@ def build_grid(models, tasks, lrs, seeds, folds, preset, data_root, epochs):
 
 def run_cells(workdir, grid: sweep.Grid, configs: dict, cells, lock_timeout_s: float,
               wait: bool = False, poll_s: float = 60.0) -> sweep.Report:
-  """Trains (or finds complete) each cell with `train.train_fold`, under its lock."""
+  """Trains (or finds complete) each cell with `training.train_fold`, under its lock."""
   def run(cell):
-    train.train_fold(configs[tuple(cell[:4])], cell.fold, workdir=run_dir(workdir, *cell[:4]))
+    training.train_fold(configs[tuple(cell[:4])], cell.fold, workdir=run_dir(workdir, *cell[:4]))
 
   return sweep.run_cells(cells, run, is_complete=lambda c: result_path(workdir, c).exists(),
                          lock_path=lambda c: lock_path(workdir, c), lock_timeout_s=lock_timeout_s,
@@ -265,24 +260,20 @@ def main(argv):
   workdir = pathlib.Path(_WORKDIR.value)
   models = common.available_configs() if _MODELS.value == ["all"] else _MODELS.value
   preset = _PRESET.value or ("paper" if _DATA_ROOT.value else "builtin")
-  runtime.quiet_library_logs()
   runtime.enable_compilation_cache()
   unknown = sorted(set(models) - set(common.available_configs()))
   if unknown:
     cli.fail("table1", f"unknown models {unknown}; available: {common.available_configs()}")
   report = sweep.Report()
-  try:
-    shard = _SWEEP.resolve_shard()
-    grid, configs = grid_from_flags(models, preset)
-    if not _SWEEP.collect.value:
-      cells = grid.shard(shard)
-      log_share(grid, shard, cells)
-      report = run_cells(workdir, grid, configs, cells, _SWEEP.lock_timeout.value,
-                         _SWEEP.wait.value, _SWEEP.poll_interval.value)
-  except (errors.WavejaxError, OSError) as e:
-    return cli.error_status("table1", e)
+  shard = _SWEEP.resolve_shard()
+  grid, configs = grid_from_flags(models, preset)
+  if not _SWEEP.collect.value:
+    cells = grid.shard(shard)
+    log_share(grid, shard, cells)
+    report = run_cells(workdir, grid, configs, cells, _SWEEP.lock_timeout.value,
+                       _SWEEP.wait.value, _SWEEP.poll_interval.value)
   return finish(workdir, grid, shard, report, models)
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=cli.flags_parser("table1"))
+  cli.run(main, "table1")

@@ -1,4 +1,4 @@
-"""Make `configs/` importable as a package from the tests (it is not installed); keep the
+"""Make `configs/`, `experiments/` and `helpers` importable from every test folder; keep the
 command-line tools' compilation cache out of the user's home directory."""
 
 import os
@@ -6,6 +6,7 @@ import pathlib
 import sys
 import tempfile
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+TESTS = pathlib.Path(__file__).resolve().parent
+sys.path[:0] = [str(TESTS.parent), str(TESTS)]  # configs/, experiments/ and helpers
 os.environ.setdefault("WAVEJAX_COMPILATION_CACHE",
                       os.path.join(tempfile.gettempdir(), f"wavejax-test-jax-cache-{os.getuid()}"))

@@ -4,6 +4,8 @@ import pathlib
 
 import configs.simplenet_cnn as simplenet_cnn_config
 from wavejax import config as wavejax_config
+from wavejax.config import models as model_configs
+from wavejax.models import frontends, leaf, sincnet, zoo
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -30,3 +32,19 @@ def tiny_flags(cache_dir, **overrides):
   """The same overrides as `--config.a.b=value` command-line flags."""
   values = {**TINY, "data.cache_dir": str(cache_dir), **overrides}
   return [f"--config.{key}={value}" for key, value in values.items()]
+
+
+FRONTEND_SECTIONS = {
+    frontends.SimpleNetFrontend: model_configs.simplenet_frontend_config,
+    frontends.WaveRNNFrontend: model_configs.wavernn_frontend_config,
+    frontends.TrigeorgisFrontend: model_configs.trigeorgis_frontend_config,
+    frontends.SoundNetFrontend: model_configs.soundnet_frontend_config,
+    sincnet.SincNetFrontend: model_configs.sincnet_frontend_config,
+    leaf.LEAFFrontend: model_configs.leaf_frontend_config,
+}
+
+
+def frontend(cls, **fields):
+  """Front-end `cls` with its config defaults at 16 kHz, as the zoo builds it; `fields` (module
+  attribute names) replace them."""
+  return zoo.build(cls, FRONTEND_SECTIONS[cls](), **{"sample_rate": 16000, **fields})

@@ -1,13 +1,16 @@
 """wavejax: audio classifiers learned from raw waveforms (SimpleNet and its baselines) in JAX/Flax.
 
-Public entry points: `train_fold(config, fold, workdir=None)` and `cross_validate(config, workdir)`
-(imported lazily, so `import wavejax.data` stays free of JAX start-up cost).
+Public entry points (imported lazily, so `import wavejax.data` stays free of JAX start-up cost):
+`train_fold(config, fold, workdir=None)`, `cross_validate(config, workdir)`,
+`train_group(configs, fold, workdirs)`, `load_model(workdir, fold=None)`, `FoldResult`, and
+`get_config(model, arg)` for a model's whole config.
 """
 
 __version__ = "0.1.0"
 
-_LAZY = {"train_fold": "wavejax.train", "cross_validate": "wavejax.train",
-         "FoldResult": "wavejax.results", "load_model": "wavejax.predict"}
+_LAZY = {"train_fold": "wavejax.training.trainer", "cross_validate": "wavejax.training.trainer",
+         "train_group": "wavejax.training.group", "FoldResult": "wavejax.reporting.results",
+         "load_model": "wavejax.inference.model", "get_config": "wavejax.config"}
 
 
 def __getattr__(name):
@@ -17,4 +20,4 @@ def __getattr__(name):
   raise AttributeError(f"module 'wavejax' has no attribute {name!r}")
 
 
-__all__ = ["FoldResult", "cross_validate", "load_model", "train_fold"]
+__all__ = sorted(_LAZY)

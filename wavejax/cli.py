@@ -1,10 +1,13 @@
-"""How the command-line tools report bad input: one line on stderr and exit status 1.
+"""The skeleton of every command (`python -m wavejax.main`, `wavejax.predict`, `wavejax.export`,
+`wavejax.data`, `experiments.*`): `cli.run(main, "prog")`.
 
-Errors from the library are `WavejaxError`s with one-line messages. The ones that arise before
-or outside it are turned into such a line here: flag values absl rejects, config overrides that
-ml_collections rejects (an unknown field is an AttributeError, a bad config arg a ConfigError
+Bad input is reported as ONE line on stderr, `<prog>: error: <what and what to do>`, and exit
+status 1. Errors from the library are `WavejaxError`s with one-line messages; the ones that arise
+before or outside it are turned into such a line here: flag values absl rejects, config overrides
+that ml_collections rejects (an unknown field is an AttributeError, a bad config arg a ConfigError
 raised while flags are parsed, a missing config file an OSError), usage mistakes and file system
-errors (a read-only workdir, a file where a folder belongs).
+errors (a read-only workdir, a file where a folder belongs). A run stopped by SIGTERM or SIGINT
+(`errors.Preempted`) prints `<prog>: <message>` and exits 128 + the signal.
 """
 
 from __future__ import annotations
@@ -13,9 +16,9 @@ import ast
 import sys
 from typing import NoReturn
 
-from absl import flags
+from absl import app, flags
 
-from wavejax import errors
+from wavejax import errors, runtime
 
 # What reading a config flag (the file, its arg and the --config.x overrides) can raise.
 CONFIG_ERRORS = (errors.WavejaxError, AttributeError, KeyError, ValueError, TypeError, OSError)
@@ -26,21 +29,13 @@ def fail(prog: str, message: str) -> NoReturn:
   sys.exit(1)
 
 
-def one_line(error: BaseException) -> str:
-  """The error's message on one line (multi-line messages joined)."""
-  if isinstance(error, OSError) and error.filename:
-    return f"{error.filename}: {error.strerror or error}"
-  lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-  return " ".join(lines) or type(error).__name__
-
-
 def describe_config_error(error: BaseException) -> str:
   if isinstance(error, (AttributeError, KeyError)):
     return (f"--config: no field {_unquoted(error)}; check the spelling against "
-            "wavejax/config.py and the model's configs/<model>.py")
+            "wavejax/config/ and the model's section in wavejax/config/models.py")
   if isinstance(error, OSError):
-    return f"--config: {one_line(error)}; pass an existing configs/<model>.py"
-  return one_line(error)
+    return f"--config: {errors.one_line(error)}; pass an existing configs/<model>.py"
+  return errors.one_line(error)
 
 
 def _unquoted(error: BaseException) -> str:
@@ -64,7 +59,7 @@ def flags_parser(prog: str):
     try:
       return flags.FLAGS(argv)
     except flags.Error as e:
-      fail(prog, f"{one_line(e)} (--helpfull lists the flags)")
+      fail(prog, f"{errors.one_line(e)} (--helpfull lists the flags)")
     except CONFIG_ERRORS as e:
       fail(prog, describe_config_error(e))
 
@@ -91,5 +86,23 @@ def error_status(prog: str, error: errors.WavejaxError | OSError) -> int:
 
 
 def os_error_message(error: OSError) -> str:
-  return (f"{one_line(error)}; check the path, its permissions and free space, or choose another "
-          "--workdir / cache_dir")
+  return (f"{errors.one_line(error)}; check the path, its permissions and free space, or choose "
+          "another --workdir / cache_dir")
+
+
+def run(main, prog: str) -> NoReturn:
+  """Runs `main(argv) -> exit status` as command `prog`: flags are parsed with one-line errors,
+  library logs are quietened, and a `WavejaxError` or `OSError` out of `main` becomes the
+  command's one `error:` line and exit status."""
+
+  def guarded(argv) -> int:
+    runtime.quiet_library_logs()
+    try:
+      return main(argv) or 0
+    except errors.Preempted as e:
+      print(f"{prog}: {e}", file=sys.stderr)
+      return e.exit_code
+    except (errors.WavejaxError, OSError) as e:
+      return error_status(prog, e)
+
+  app.run(guarded, flags_parser=flags_parser(prog))

@@ -1,7 +1,8 @@
 """Errors raised on bad input.
 
 Every error a user can cause (a wrong path, a malformed label file, an unreadable wav, a bad config
-field) is a subclass of `WavejaxError` whose message is one line naming the file or field and what to
+field) is a subclass of `WavejaxError` whose message is one line naming the file or field and what
+to
 do about it. The CLI prints that line and exits non-zero.
 """
 
@@ -39,6 +40,15 @@ class WriteError(WavejaxError):
                "permissions and free space, or choose another --workdir / cache_dir")
 
 
+class ResultsError(WavejaxError):
+  """A results file (predictions, per-fold results, a summary) is missing, damaged or
+  inconsistent."""
+
+
+class ExportError(WavejaxError):
+  """A model cannot be exported in the chosen format, or an export cannot be read back."""
+
+
 class CheckpointError(WavejaxError):
   """A checkpoint directory cannot be used to resume."""
 
@@ -65,3 +75,11 @@ class Preempted(WavejaxError):
 
 class SweepError(WavejaxError):
   """A grid shard (`--shard=I/N`, a launcher's array variables) or a sweep option is invalid."""
+
+
+def one_line(error: BaseException) -> str:
+  """The error's message on one line (multi-line messages joined)."""
+  if isinstance(error, OSError) and error.filename:
+    return f"{error.filename}: {error.strerror or error}"
+  lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+  return " ".join(lines) or type(error).__name__

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import datetime
 import pathlib
-import sys
 
 import jax
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
-from wavejax import cli, errors, parallel, results, runtime, train
+from wavejax import cli, errors, runtime, training
+from wavejax.reporting import results
+from wavejax.training import parallel
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Model config file, e.g. "
                                           "configs/simplenet_cnn.py[:task,fold=k].")
@@ -69,7 +70,7 @@ def initialize_distributed() -> None:
 
 
 def run(config, workdir, fold_numbers) -> dict:
-  _, summary = train.cross_validate(config, workdir, fold_numbers)
+  _, summary = training.cross_validate(config, workdir, fold_numbers)
   if parallel.is_primary():
     print(results.markdown_table(summary))
     print(f"Results: {pathlib.Path(workdir) / 'summary.md'} (and summary.json, "
@@ -78,7 +79,6 @@ def run(config, workdir, fold_numbers) -> dict:
 
 
 def main(argv) -> int:
-  runtime.quiet_library_logs()
   if len(argv) > 1:
     cli.fail("wavejax", f"unexpected arguments {argv[1:]}; config fields go as --config.a.b=value")
   config = cli.config_value(_CONFIG, "wavejax")
@@ -88,21 +88,15 @@ def main(argv) -> int:
     fold_numbers = [int(f) for f in _FOLDS.value] if _FOLDS.value else None
   except ValueError:
     cli.fail("wavejax", f"--folds={','.join(_FOLDS.value)} must be integers")
-  try:
-    initialize_distributed()  # before anything else touches JAX
-    runtime.enable_compilation_cache(_COMPILATION_CACHE.value)
-    if jax.process_count() > 1 and not _WORKDIR.value:
-      raise errors.ConfigError("--workdir is required with several processes (they share it)")
-    workdir = pathlib.Path(_WORKDIR.value) if _WORKDIR.value else default_workdir(config)
-    logging.info("workdir: %s", workdir)
-    run(config, workdir, fold_numbers)
-  except errors.Preempted as e:
-    print(f"wavejax: {e}", file=sys.stderr)
-    return e.exit_code
-  except (errors.WavejaxError, OSError) as e:
-    return cli.error_status("wavejax", e)
+  initialize_distributed()  # before anything else touches JAX
+  runtime.enable_compilation_cache(_COMPILATION_CACHE.value)
+  if jax.process_count() > 1 and not _WORKDIR.value:
+    raise errors.ConfigError("--workdir is required with several processes (they share it)")
+  workdir = pathlib.Path(_WORKDIR.value) if _WORKDIR.value else default_workdir(config)
+  logging.info("workdir: %s", workdir)
+  run(config, workdir, fold_numbers)
   return 0
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=cli.flags_parser("wavejax"))
+  cli.run(main, "wavejax")

@@ -1,197 +1,23 @@
 r"""Classify audio files with a trained run: `python -m wavejax.predict --workdir=RUN a.wav ...`.
 
-Loads the config (`fold_<k>/config.json`) and the best-on-validation checkpoint
-(`fold_<k>/checkpoints/best`) of a finished or interrupted run, decodes every file as the trainer
-did (mono, resampled, padded or cut to the run's clip length) and prints the predicted label and
-the class probabilities per file, or a JSON list with `--json`. `--fold` picks the fold; the
-default is the first fold that has a best checkpoint.
+Prints the predicted label and the class probabilities per file (the best-on-validation checkpoint
+of the run's fold, `--fold`, default the first fold that has one), or a JSON object with `--json`
+(its entries hold the fields of a run's `predictions.csv`: `label`, `predicted` ... see
+`wavejax.reporting.predictions`). `--timeline` classifies every clip-length window of long
+recordings instead (`wavejax.inference.timeline`): `--hop_seconds=1.5 --out=DIR long.wav`.
 
 From Python: `model = wavejax.load_model("runs/x"); model.predict_files(["a.wav"])`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import pathlib
-import re
-from typing import Any
 
-import jax
-import jax.numpy as jnp
-import ml_collections
-import numpy as np
-from absl import app, flags
+from absl import flags
 
-from wavejax import checkpoint, cli, errors, runtime
-from wavejax.data import audio, folds, pipeline
-from wavejax.models import create_model
-
-_FOLD_DIR = re.compile(r"fold_(\d+)$")
-
-
-@dataclasses.dataclass
-class LoadedModel:
-  """A trained model ready to classify waveforms.
-
-  Attributes:
-    workdir, fold, fold_dir: where it came from.
-    epoch: the epoch of the best checkpoint.
-    config: the run's config.
-    classes: class names, in the order of the model's outputs.
-    model: the Flax module; variables: its `{"params", "batch_stats"?}`.
-    sample_rate, clip_seconds: the input the model expects.
-  """
-  workdir: pathlib.Path
-  fold: int
-  fold_dir: pathlib.Path
-  epoch: int
-  config: ml_collections.ConfigDict
-  classes: tuple
-  model: Any
-  variables: dict
-  sample_rate: int
-  clip_seconds: float
-  _apply: Any = dataclasses.field(default=None, repr=False)
-
-  @property
-  def num_samples(self) -> int:
-    return audio.clip_samples(self.sample_rate, self.clip_seconds)
-
-  def probabilities(self, waveforms: np.ndarray, batch_size: int = 32) -> np.ndarray:
-    """`[B, classes]` softmax probabilities of `[B, T]` (or one `[T]`) waveforms at
-    `sample_rate`; each is padded or cut to the run's clip length first."""
-    waveforms = np.asarray(waveforms, np.float32)
-    waveforms = waveforms[None] if waveforms.ndim == 1 else waveforms
-    fitted = np.stack([audio.fit_length(w, self.num_samples) for w in waveforms])
-    if self._apply is None:
-      self._apply = jax.jit(lambda v, x: jax.nn.softmax(self.model.apply(v, x, train=False)))
-    out = []
-    for start in range(0, len(fitted), batch_size):
-      chunk = fitted[start:start + batch_size]
-      padded = np.concatenate([chunk, np.zeros((batch_size - len(chunk), chunk.shape[1]),
-                                                np.float32)])
-      out.append(np.asarray(self._apply(self.variables, jnp.asarray(padded)))[:len(chunk)])
-    return np.concatenate(out) if out else np.zeros((0, len(self.classes)), np.float32)
-
-  def predict(self, waveforms: np.ndarray) -> list[dict]:
-    """`[{"label", "probabilities": {class: p}}]` per waveform."""
-    return [self._entry(p) for p in self.probabilities(waveforms)]
-
-  def predict_files(self, paths) -> list[dict]:
-    """`[{"path", "label", "probabilities"}]` per file (decoded like the training data).
-
-    Raises:
-      AudioError: on a file that cannot be decoded.
-    """
-    paths = [str(p) for p in paths]
-    waveforms = [audio.load(p, self.sample_rate, self.clip_seconds) for p in paths]
-    if not waveforms:
-      return []
-    return [{"path": path, **entry}
-            for path, entry in zip(paths, self.predict(np.stack(waveforms)))]
-
-  def _entry(self, probabilities: np.ndarray) -> dict:
-    return {"label": self.classes[int(np.argmax(probabilities))],
-            "probabilities": {c: float(p) for c, p in zip(self.classes, probabilities)}}
-
-
-def fold_dirs(workdir) -> dict[int, pathlib.Path]:
-  """`{k: workdir/fold_k}` for every fold folder, sorted by k."""
-  workdir = pathlib.Path(workdir)
-  if not workdir.is_dir():
-    raise errors.CheckpointError(f"{workdir}: no such run folder; pass the --workdir of a "
-                                 "training run")
-  found = {int(m.group(1)): p for p in workdir.iterdir()
-           if p.is_dir() and (m := _FOLD_DIR.match(p.name))}
-  return dict(sorted(found.items()))
-
-
-def has_best(fold_dir: pathlib.Path) -> bool:
-  best = fold_dir / "checkpoints" / "best"
-  return best.is_dir() and any(p.name.isdigit() for p in best.iterdir())
-
-
-def find_fold(workdir, fold: int | None = None) -> int:
-  """`fold` if it has a best checkpoint, else (fold None) the first fold that has one."""
-  dirs = fold_dirs(workdir)
-  if fold is not None:
-    if fold not in dirs or not has_best(dirs[fold]):
-      raise errors.CheckpointError(
-          f"{pathlib.Path(workdir) / f'fold_{fold}'}: no best checkpoint; pick a fold that "
-          f"has one ({', '.join(map(str, [k for k, d in dirs.items() if has_best(d)])) or 'none'})")
-    return fold
-  for number, directory in dirs.items():
-    if has_best(directory):
-      return number
-  raise errors.CheckpointError(
-      f"{workdir}: no fold_<k>/checkpoints/best; train first (python -m wavejax.main "
-      f"--workdir={workdir}) or point --workdir at a run with a finished epoch")
-
-
-def load_config(fold_dir: pathlib.Path) -> ml_collections.ConfigDict:
-  path = fold_dir / "config.json"
-  try:
-    return ml_collections.ConfigDict(json.loads(path.read_text()))
-  except (OSError, ValueError) as e:
-    raise errors.CheckpointError(f"{path}: cannot read the run's config ({e}); the run folder "
-                                 "is incomplete, use another fold or run") from e
-
-
-def _json_classes(path: pathlib.Path):
-  try:
-    classes = json.loads(path.read_text()).get("classes")
-  except (OSError, ValueError, AttributeError):
-    return None
-  return tuple(classes) if classes else None
-
-
-def run_classes(fold_dir: pathlib.Path, config) -> tuple:
-  """The class names, in output order: from the fold's `result.json` when it finished, else the
-  run's `folds.json` (written before training), else the task's fixed classes."""
-  for path in (fold_dir / "result.json", fold_dir.parent / "folds.json"):
-    classes = _json_classes(path) if path.exists() else None
-    if classes:
-      return classes
-  return tuple(folds.task_classes(config["task"]))
-
-
-def init_variables(model, config, num_samples: int, fold: int) -> dict:
-  """The model's variables at initialisation, exactly as the trainer drew them for `fold`."""
-  init_key, _ = jax.random.split(jax.random.fold_in(jax.random.key(config.seed), fold))
-  variables = jax.jit(model.init)(init_key, jnp.zeros((1, num_samples), jnp.float32))
-  return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
-
-
-def load_model(workdir, fold: int | None = None) -> LoadedModel:
-  """The best checkpoint of `workdir`'s fold `fold` (default: the first fold that has one).
-
-  Raises:
-    CheckpointError: when the run has no usable checkpoint or config.
-  """
-  workdir = pathlib.Path(workdir)
-  fold = find_fold(workdir, fold)
-  fold_dir = workdir / f"fold_{fold}"
-  config = load_config(fold_dir)
-  classes = run_classes(fold_dir, config)
-  sample_rate = int(config.data.sample_rate)
-  clip_seconds = float(pipeline.clip_seconds(config.data))
-  model = create_model(config.model, num_classes=len(classes))
-  target = init_variables(model, config, audio.clip_samples(sample_rate, clip_seconds), fold)
-  checkpointer = checkpoint.Checkpointer(fold_dir / "checkpoints")
-  try:
-    restored = checkpointer.restore_best(target)
-  finally:
-    checkpointer.close()
-  if restored is None:
-    raise errors.CheckpointError(f"{fold_dir / 'checkpoints' / 'best'}: empty; train at least "
-                                 "one epoch")
-  weights, meta = restored
-  variables = {"params": weights["params"]}
-  if weights.get("batch_stats"):
-    variables["batch_stats"] = weights["batch_stats"]
-  return LoadedModel(workdir, fold, fold_dir, int(meta.get("epoch", 0)), config, classes, model,
-                     variables, sample_rate, clip_seconds)
+from wavejax import cli
+from wavejax.inference import timeline
+from wavejax.inference.model import load_model
 
 
 def define_flags() -> None:
@@ -201,6 +27,11 @@ def define_flags() -> None:
   flags.DEFINE_integer("fold", None, "Fold whose model to use (default: the first fold with a "
                        "best checkpoint).")
   flags.DEFINE_boolean("json", False, "Print one JSON object instead of text lines.")
+  flags.DEFINE_boolean("timeline", False, "Classify every clip-length window of each file; write "
+                       "--out/<stem>.timeline.csv, .json and .png (wavejax.inference.timeline).")
+  flags.DEFINE_float("hop_seconds", None, "With --timeline: seconds between window starts "
+                     "(default: half the run's clip).")
+  flags.DEFINE_string("out", ".", "With --timeline: the folder the timelines go to.")
 
 
 def format_line(entry: dict) -> str:
@@ -211,14 +42,17 @@ def format_line(entry: dict) -> str:
 def main(argv) -> int:
   paths, options = argv[1:], flags.FLAGS
   if options.workdir is None or not paths:
-    cli.fail("wavejax", "usage: python -m wavejax.predict --workdir=RUN [--fold=k] [--json] "
-             "file.wav ...")
-  runtime.quiet_library_logs()
-  try:
-    loaded = load_model(options.workdir, options.fold)
-    entries = loaded.predict_files(paths)
-  except (errors.WavejaxError, OSError) as e:
-    return cli.error_status("wavejax", e)
+    cli.fail("wavejax", "usage: python -m wavejax.predict --workdir=RUN [--fold=k] [--json | "
+             "--timeline [--hop_seconds=s] [--out=DIR]] file.wav ...")
+  if options.json and options.timeline:
+    cli.fail("wavejax", "--json and --timeline exclude each other; the timeline's JSON goes to "
+             "--out")
+  loaded = load_model(options.workdir, options.fold)
+  if options.timeline:
+    for line in timeline.write_timelines(loaded, paths, options.out, options.hop_seconds):
+      print(line, flush=True)
+    return 0
+  entries = loaded.predict_files(paths)
   if options.json:
     print(json.dumps({"workdir": str(loaded.workdir), "fold": loaded.fold, "epoch": loaded.epoch,
                       "classes": list(loaded.classes), "predictions": entries}, indent=2))
@@ -230,4 +64,4 @@ def main(argv) -> int:
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main, flags_parser=cli.flags_parser("wavejax"))
+  cli.run(main, "wavejax")

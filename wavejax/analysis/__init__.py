@@ -1,7 +1,8 @@
 """The paper's explanation (Sec. 2-4) as functions: arrays in, arrays and numbers out.
 
 Every claim of the paper's analysis is one module here, returning numbers (and a one-line verdict
-where the claim is a yes/no); the figures of the same numbers are in `wavejax.plots`, and the
+where the claim is a yes/no); the figures of the same numbers are in `wavejax.reporting.plots`, and
+the
 scripts `experiments/aliasing.py`, `experiments/filters.py` and `experiments/change_rate.py` run
 them end to end.
 

@@ -9,7 +9,7 @@ cues), while SimpleNet, which filters at the full rate and pools once (Sec. 3), 
 never overlap. Per-example gains are random (overall -30 to -10 dBFS, each band +-6 dB), so
 loudness is a weak cue at most.
 
-`compare` trains several models on this corpus with the normal trainer (`train.FoldTrainer`) for
+`compare` trains several models on this corpus with the normal trainer (`training.FoldTrainer`) for
 several seeds and reports their test accuracies (`run_one` is one such run and `summarize` the
 report, for sweeps that spread the runs over workers); `PooledInput` turns any zoo model into its
 "pool-first" twin (the waveform pooled by 2 before the model, which then runs at half the rate):
@@ -26,11 +26,12 @@ import ml_collections
 import numpy as np
 
 from wavejax import config as wavejax_config
-from wavejax import errors, parallel, train
+from wavejax import errors, training
 from wavejax.analysis import signals
 from wavejax.data import folds
 from wavejax.data.manifest import Manifest, Utterance
 from wavejax.models import create_model
+from wavejax.training import parallel, steps
 
 CLASSES = ("low_first", "high_first")
 NUM_SESSIONS = 5
@@ -83,12 +84,12 @@ def make_corpus(per_class_per_session: int, sample_rate: int = 16000, clip_secon
 
 
 def fold_data(manifest: Manifest, waveforms: np.ndarray, targets: np.ndarray, fold: int,
-              val_size: int, seed: int) -> train.FoldData:
-  """`train.FoldData` of one leave-one-session-out fold of the in-memory corpus; the validation
+              val_size: int, seed: int) -> training.FoldData:
+  """`training.FoldData` of one leave-one-session-out fold of the in-memory corpus; the validation
   utterances come from the training sessions, so the whole test session is tested."""
   split = folds.leave_one_session_out(manifest, fold, targets, val_size=val_size,
                                       val_from="train", seed=seed)
-  return train.FoldData(manifest, waveforms, targets, split, CLASSES)
+  return training.FoldData(manifest, waveforms, targets, split, CLASSES)
 
 
 class PooledInput(nn.Module):
@@ -125,15 +126,15 @@ def pool_first_model(config: ml_collections.ConfigDict, num_classes: int, factor
   return PooledInput(create_model(inner, num_classes=num_classes), factor, kind)
 
 
-class ModelTrainer(train.FoldTrainer):
-  """`train.FoldTrainer` for a given Flax module instead of the zoo model named by the config.
+class ModelTrainer(training.FoldTrainer):
+  """`training.FoldTrainer` for a given Flax module instead of the zoo model named by the config.
 
   The training recipe (optimiser, batches, epochs, selection) is the config's, unchanged.
   """
 
-  def __init__(self, config, data: train.FoldData, model: nn.Module, fold_dir=None):
+  def __init__(self, config, data: training.FoldData, model: nn.Module, fold_dir=None):
     super().__init__(config, data, fold_dir)
-    state = train.create_train_state(model, config, data.waveforms.shape[1],
+    state = steps.create_train_state(model, config, data.waveforms.shape[1],
                                      self.steps_per_epoch, self.fold)
     self.state = jax.device_put(state, parallel.replicated(self.mesh))
 
@@ -146,11 +147,11 @@ class Contender:
   build: object = None
 
 
-def train_one(contender: Contender, data: train.FoldData) -> dict:
+def train_one(contender: Contender, data: training.FoldData) -> dict:
   """Trains one contender on one fold; its test WA (validation-selected epoch) and more."""
   config = wavejax_config.resolve(contender.config)
   if contender.build is None:
-    trainer = train.FoldTrainer(config, data, None)
+    trainer = training.FoldTrainer(config, data, None)
   else:
     trainer = ModelTrainer(config, data, contender.build(config, len(data.classes)))
   result = trainer.run()
@@ -160,14 +161,14 @@ def train_one(contender: Contender, data: train.FoldData) -> dict:
 
 
 def seed_data(seed: int, per_class_per_session: int = 20, clip_seconds: float = 0.5,
-              val_size: int = 8, fold: int = 1) -> train.FoldData:
+              val_size: int = 8, fold: int = 1) -> training.FoldData:
   """The corpus and split of one seed (both follow the seed)."""
   manifest, waveforms, targets = make_corpus(per_class_per_session, clip_seconds=clip_seconds,
                                              seed=seed)
   return fold_data(manifest, waveforms, targets, fold, val_size, seed)
 
 
-def run_one(contender: Contender, seed: int, data: train.FoldData) -> dict:
+def run_one(contender: Contender, seed: int, data: training.FoldData) -> dict:
   """One run of the comparison: `contender` trained with `seed` on `seed_data(seed)`."""
   config = ml_collections.ConfigDict(contender.config.to_dict())
   config.seed = int(seed)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import pathlib
 
 import ml_collections
@@ -10,42 +9,18 @@ import numpy as np
 from absl import logging
 
 from wavejax import config as wavejax_config
-from wavejax import errors, plots, results
-
-CONFIGS = pathlib.Path(__file__).resolve().parents[2] / "configs"
+from wavejax.reporting import plots, results
 
 
-def one_fold_presets(full_epochs: int, smoke_epochs: int) -> dict:
-  """Size presets of the experiments that train one fold of the built-in corpus: "full" (a few
-  minutes on 2 CPU cores) and "smoke" (seconds, for tests)."""
-  return {
-      "full": {"data.builtin.utterances_per_speaker": 20, "data.builtin.clip_seconds": 2.0,
-               "data.val_size": 8, "train.num_epochs": full_epochs},
-      "smoke": {"data.builtin.utterances_per_speaker": 6, "data.builtin.clip_seconds": 1.0,
-                "data.val_size": 4, "train.batch_size": 8, "train.num_epochs": smoke_epochs},
-  }
+def available_configs() -> list[str]:
+  """The zoo's model configs (`wavejax.config.models.MODELS`)."""
+  return sorted(wavejax_config.models.MODELS)
 
 
-def available_configs(configs_dir=CONFIGS) -> list[str]:
-  """The model configs of `configs/` (every `<name>.py` but `base`)."""
-  return sorted(p.stem for p in pathlib.Path(configs_dir).glob("*.py")
-                if p.stem not in ("__init__", "base"))
-
-
-def load_config(model: str, overrides: dict | None = None, configs_dir=CONFIGS,
+def load_config(model: str, overrides: dict | None = None,
                 arg: str = "") -> ml_collections.ConfigDict:
-  """`configs/<model>.py:get_config(arg)` with dotted-field `overrides` applied."""
-  path = pathlib.Path(configs_dir) / f"{model}.py"
-  if not path.exists():
-    raise errors.ConfigError(f"{path}: no such model config; choose one of "
-                             f"{available_configs(configs_dir)}")
-  spec = importlib.util.spec_from_file_location(f"wavejax_analysis_config_{model}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config(arg)
-  for dotted, value in (overrides or {}).items():
-    wavejax_config.set_field(config, dotted, value)
-  return config
+  """`wavejax.config.get_config(model, arg)` with dotted-field `overrides` applied."""
+  return wavejax_config.apply_fields(wavejax_config.get_config(model, arg), overrides or {})
 
 
 def to_jsonable(value):

@@ -12,9 +12,9 @@ passbands at low frequency". This module measures that for every filter of a ban
   low frequency"), with a summary and a one-line verdict;
 * `cumulative_response`: the bank's summed power response (which frequencies the front-end
   passes at all);
-* `learned_spectrogram`: the front-end's `[windows, filters]` output for one waveform;
-* `frontend_kernel`: the `[taps, filters]` kernel of a model's first filter bank (SimpleNet,
-  SpecNet, the first convolution of WaveRNN/SoundNet stacks, SincNet, LEAF).
+* `learned_spectrogram`: the front-end's `[windows, filters]` output for one waveform.
+
+A model's filter bank comes from `wavejax.models.frontend_kernel`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import stats
 
-from wavejax import errors, filters
+from wavejax import errors
+from wavejax.models import filters
 
 
 def frequency_response(kernel: np.ndarray, sample_rate: float,
@@ -213,41 +214,6 @@ def initial_band_edges(model_config) -> np.ndarray | None:
   return filters.band_edges(frontend["num_filters"], model_config["sample_rate"],
                             frontend.get("fir_scale", "linear"), frontend.get("fir_low_hz", 0.0),
                             frontend.get("fir_high_hz", None))
-
-
-def frontend_kernel(model: nn.Module, params: dict) -> np.ndarray:
-  """The `[taps, filters]` kernel of the model's first filter bank, as numpy.
-
-  SimpleNet/SpecNet: `frontend/kernel`; stacks (WaveRNN, SoundNet, Trigeorgis): the first
-  single-channel convolution; SincNet and LEAF: their parametric filters rebuilt from the
-  parameters (LEAF: the real part of the Gabor filters).
-
-  Raises:
-    ConfigError: when the model has no such filter bank.
-  """
-  frontend = params.get("frontend", params)
-  if "kernel" in frontend and np.ndim(frontend["kernel"]) == 2:
-    return np.asarray(frontend["kernel"], np.float64)
-  convs = sorted((name for name in frontend if name.startswith("Conv_")),
-                 key=lambda name: int(name.split("_")[1]))
-  if convs:
-    kernel = np.asarray(frontend[convs[0]]["kernel"], np.float64)
-    if kernel.ndim == 3 and kernel.shape[1] == 1:
-      return kernel[:, 0]
-  module = getattr(model, "frontend", None)
-  if {"low", "band"} <= set(frontend) and module is not None:
-    from wavejax.models import sincnet  # pylint: disable=g-import-not-at-top
-    f1, f2 = module.cutoffs(jnp.asarray(frontend["low"]), jnp.asarray(frontend["band"]))
-    return np.asarray(sincnet.sinc_bank(f1, f2, module.kernel_size), np.float64)
-  if {"centre", "width"} <= set(frontend) and module is not None:
-    from wavejax.models import leaf  # pylint: disable=g-import-not-at-top
-    mu, sigma = leaf.constrain_gabor(jnp.asarray(frontend["centre"]),
-                                     jnp.asarray(frontend["width"]), module.kernel_size)
-    kernel = np.asarray(leaf.gabor_kernel(mu, sigma, module.kernel_size), np.float64)
-    return kernel.reshape(kernel.shape[0], -1)[:, :module.num_filters]  # the real parts
-  raise errors.ConfigError(
-      "the model's front-end has no single-channel filter bank to analyse (expected "
-      "frontend/kernel, a first Conv_0 with one input channel, SincNet or LEAF parameters)")
 
 
 def learned_spectrogram(model: nn.Module, variables: dict, waveform: np.ndarray) -> np.ndarray:

@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 import pathlib
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
-from wavejax import config as wavejax_config
 from wavejax import cli, errors
+from wavejax import config as wavejax_config
 from wavejax.data import DATASETS, pipeline, summary
 
 _DATASET = flags.DEFINE_string("dataset", None, f"Dataset loader: one of {sorted(DATASETS)} "
@@ -79,12 +79,9 @@ def run(command: str) -> dict:
 def main(argv) -> int:
   if len(argv) != 2:
     cli.fail("wavejax", USAGE)
-  try:
-    run(argv[1])
-  except (errors.WavejaxError, OSError) as e:
-    return cli.error_status("wavejax", e)
+  run(argv[1])
   return 0
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=cli.flags_parser("wavejax"))
+  cli.run(main, "wavejax")

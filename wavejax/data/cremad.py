@@ -1,8 +1,8 @@
 """CREMA-D loader: `AudioWAV/{ActorID}_{SEN}_{EMO}_{LVL}.wav` + demographics CSV -> `Manifest`.
 
-Layout (REFERENCE.md 3.3): 7442 clips in `AudioWAV/` (16 kHz mono; `AudioMP3/` is not used) by 91
-actors 1001-1091. The name gives actor, sentence (12 codes), emotion (ANG DIS FEA HAP NEU SAD) and
-level (LO MD HI, XX unspecified). Gender is not in the name: it is joined from
+Layout (docs/reference.md#crema-d): 7442 clips in `AudioWAV/` (16 kHz mono; `AudioMP3/` is not
+used) by 91 actors 1001-1091. The name gives actor, sentence (12 codes), emotion (ANG DIS FEA HAP
+NEU SAD) and level (LO MD HI, XX unspecified). Gender is not in the name: it is joined from
 `VideoDemographics.csv` (`"ActorID","Age","Sex","Race","Ethnicity"`, Sex Male/Female; 48 male,
 43 female). Without the CSV the loader falls back to the 43 female actor ids counted from it, and
 says so. The known defective clip `1076_MTI_SAD_XX` has no signal and is left out (noted).
@@ -33,7 +33,7 @@ LEVELS = {"LO": "low", "MD": "medium", "HI": "high", "XX": "unspecified"}
 KNOWN_DEFECTS = {"1076_MTI_SAD_XX": "has no signal (a known defect of CREMA-D); left out"}
 DEMOGRAPHICS = "VideoDemographics.csv"
 ACTORS = tuple(range(1001, 1092))
-# Counted from VideoDemographics.csv (REFERENCE.md 3.3); used only when the CSV is absent.
+# Counted from VideoDemographics.csv (docs/reference.md#crema-d); used only when the CSV is absent.
 FEMALE_ACTORS = frozenset((
     1002, 1003, 1004, 1006, 1007, 1008, 1009, 1010, 1012, 1013, 1018, 1020, 1021, 1024, 1025,
     1028, 1029, 1030, 1037, 1043, 1046, 1047, 1049, 1052, 1053, 1054, 1055, 1056, 1058, 1060,

@@ -1,10 +1,10 @@
 """EmoDB (Berlin Database of Emotional Speech) loader: `wav/{SS}{TTT}{E}{V}.wav` -> `Manifest`.
 
-Layout (REFERENCE.md 3.4): 535 wavs (16 kHz mono) in `wav/` (`wav_corpus/` in some copies; the
-root is searched recursively). The name is speaker (2 digits), text code (a01 ... b10), emotion
-letter (German initials: W anger, L boredom, E disgust, A fear, F happiness, T sadness, N
-neutral) and version letter, e.g. `03a01Fa.wav`. Speakers and genders are a fixed table: male 03,
-10, 11, 12, 15; female 08, 09, 13, 14, 16.
+Layout (docs/reference.md#emodb): 535 wavs (16 kHz mono) in `wav/` (`wav_corpus/` in some
+copies; the root is searched recursively). The name is speaker (2 digits), text code (a01 ...
+b10), emotion letter (German initials: W anger, L boredom, E disgust, A fear, F happiness, T
+sadness, N neutral) and version letter, e.g. `03a01Fa.wav`. Speakers and genders are a fixed
+table: male 03, 10, 11, 12, 15; female 08, 09, 13, 14, 16.
 
 Cross-validation groups: with 5 folds, the fixed (male, female) pairs (03, 08), (10, 09),
 (11, 13), (12, 14), (15, 16), one per fold as in IEMOCAP; other fold counts deal the speakers

@@ -1,7 +1,8 @@
 """IEMOCAP (`IEMOCAP_full_release`) loader: label files -> `Manifest` (paper Sec. 4.1).
 
-Layout (REFERENCE.md 3.1): `Session{s}/dialog/EmoEvaluation/{dialog}.txt` holds one summary line
-per scored turn, `[start - end]<TAB>utt_id<TAB>code<TAB>[V, A, D]`; the audio of a turn is
+Layout (docs/reference.md#iemocap-layout-and-label-rules):
+`Session{s}/dialog/EmoEvaluation/{dialog}.txt` holds one summary line per scored turn,
+`[start - end]<TAB>utt_id<TAB>code<TAB>[V, A, D]`; the audio of a turn is
 `Session{s}/sentences/wav/{dialog}/{utt_id}.wav`. The speaker's gender is the first letter of the
 utterance id's last token (`Ses01F_impro01_M013` is a male speaker); the letter after `SesNN` only
 says who wore the motion-capture markers.

@@ -1,11 +1,12 @@
 """RAVDESS speech (audio-only) loader: `Actor_XX/MM-VV-EE-II-SS-RR-AA.wav` -> `Manifest`.
 
-Layout (REFERENCE.md 3.2): `Audio_Speech_Actors_01-24.zip` unpacks to `Actor_01/ ... Actor_24/`,
-60 wavs each (1440). The name is seven 2-digit fields: modality (03 audio-only), vocal channel
-(01 speech, 02 song), emotion (01 neutral, 02 calm, 03 happy, 04 sad, 05 angry, 06 fearful,
-07 disgust, 08 surprised), intensity (01 normal, 02 strong; neutral has no strong), statement,
-repetition, actor (01-24; odd = male, even = female). Only audio-only speech files are used: song
-files (vocal channel 02) and anything not following the naming are listed in `Manifest.notes`.
+Layout (docs/reference.md#ravdess): `Audio_Speech_Actors_01-24.zip` unpacks to
+`Actor_01/ ... Actor_24/`, 60 wavs each (1440). The name is seven 2-digit fields: modality (03
+audio-only), vocal channel (01 speech, 02 song), emotion (01 neutral, 02 calm, 03 happy, 04 sad,
+05 angry, 06 fearful, 07 disgust, 08 surprised), intensity (01 normal, 02 strong; neutral has no
+strong), statement, repetition, actor (01-24; odd = male, even = female). Only audio-only speech
+files are used: song files (vocal channel 02) and anything not following the naming are listed in
+`Manifest.notes`.
 
 Cross-validation groups: the 12 (odd, even) actor pairs (1, 2), (3, 4), ... are dealt round robin
 to k groups, so with k=5 the groups hold 3/3/2/2/2 pairs and every fold is gender-balanced.
@@ -24,7 +25,8 @@ FILENAME = re.compile(r"^(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)\.wav$"
 # Full label set (the `label` task); names shared with the other corpora.
 LABELS = {"01": "neutral", "02": "calm", "03": "happy", "04": "sad", "05": "angry",
           "06": "fear", "07": "disgust", "08": "surprise"}
-# The cross-corpus 4-class map (REFERENCE.md 3.5); calm joins neutral with calm_as_neutral.
+# The cross-corpus 4-class map (docs/reference.md#the-cross-corpus-4-class-map); calm joins
+# neutral with calm_as_neutral.
 EMOTIONS = {"01": "neutral", "03": "happy", "04": "sad", "05": "angry"}
 INTENSITIES = {"01": "normal", "02": "strong"}
 NUM_ACTORS = 24

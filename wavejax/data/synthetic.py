@@ -35,10 +35,10 @@ import shutil
 import tempfile
 import time
 
-from absl import logging
 import numpy as np
-from scipy import signal
 import soundfile as sf
+from absl import logging
+from scipy import signal
 
 from wavejax import errors
 from wavejax.data.cache import default_cache_dir

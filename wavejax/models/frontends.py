@@ -1,7 +1,8 @@
 """Waveform front-ends: `[batch, samples]` -> `[batch, windows, features]`.
 
 `SimpleNetFrontend` is the paper's whole front-end (Sec. 3, Fig. 5): the waveform is sliced into
-40 ms windows (Sec. 2.2.1), each window is filtered by ONE convolution layer of 64 FIR kernels of 256
+40 ms windows (Sec. 2.2.1), each window is filtered by ONE convolution layer of 64 FIR kernels of
+256
 taps initialised as non-overlapping band-pass filters, and the output is pooled once, as the mean of
 its absolute value over the window (an estimate of each band's energy), giving a "learned
 spectrogram" of 150 windows x 64 filters for 6 s at 16 kHz. Pooling only after the single
@@ -26,8 +27,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from wavejax import errors, filters
-from wavejax.models import windowed_conv
+from wavejax import errors
+from wavejax.models import filters, windowed
 from wavejax.models.layers import Affine, conv_general_dilated, max_pool, normalize
 
 
@@ -81,18 +82,19 @@ def kernel_initializer(init: str, scale: str, low_hz: float, high_hz, sample_rat
 
 def windowed_energy(waveforms: jax.Array, kernel: jax.Array, bias: jax.Array, *, window: int,
                     padding: str, activation: str, method: str,
-                    dtype: Any = jnp.float32) -> jax.Array:
+                    dtype: Any = jnp.float32, precision: str | None = None) -> jax.Array:
   """Filters every window of `[B, T]` with `kernel` `[K, F]` and pools mean |y|: `[B, W, F]`.
 
   `dtype` is the dtype of the products (bfloat16: mixed precision); the sums and the float32
-  result are always accumulated in float32 (`windowed_conv.filter_energy`).
+  result are always accumulated in float32 (`windowed.filter_energy`). `precision`: of the
+  float32 products (`config.model.matmul_precision`).
   """
   waveforms, kernel, bias = (x.astype(dtype) for x in (waveforms, kernel, bias))
   frames = window_frames(waveforms, window, kernel.shape[0], padding)
   batch, num_windows, frame_length = frames.shape
-  energy = windowed_conv.filter_energy(
+  energy = windowed.filter_energy(
       frames.reshape(batch * num_windows, frame_length), kernel, bias,
-      activation=activation, method=method)
+      activation=activation, method=method, precision=precision)
   return energy.reshape(batch, num_windows, kernel.shape[1])
 
 
@@ -106,39 +108,57 @@ def input_affine(waveforms: jax.Array, input_norm: str) -> jax.Array:
       f"config.model.frontend.input_norm={input_norm!r}: choose 'none' or 'affine'")
 
 
-class SimpleNetFrontend(nn.Module):
+class FirstLayerInit(nn.Module, kw_only=True):
+  """The fields of a front-end whose first convolution is single-channel and FIR-like, and its
+  initialiser (`kernel_initializer`): SimpleNet's bank, the first layer of the stacks.
+
+  Attributes:
+    sample_rate: input rate in Hz.
+    kernel_init, fir_scale, fir_low_hz, fir_high_hz: `config.model.frontend.init`, ... (a Flax
+      module cannot have a field named `init`).
+  """
+  sample_rate: int
+  kernel_init: str
+  fir_scale: str
+  fir_low_hz: float
+  fir_high_hz: float | None
+
+  def first_kernel_init(self):
+    return kernel_initializer(self.kernel_init, self.fir_scale, self.fir_low_hz,
+                              self.fir_high_hz, self.sample_rate)
+
+
+class SimpleNetFrontend(FirstLayerInit, kw_only=True):
   """One windowed convolution + mean-|x| pooling (Sec. 3): `[B, T]` -> `[B, T // window, F]`.
 
   Attributes:
     num_filters: number of FIR kernels (paper: 64).
     kernel_size: taps per kernel (paper: 256, quoted as a 31.25 Hz resolution at 16 kHz).
     window_ms: window length (paper: 40 ms -> 640 samples at 16 kHz).
-    sample_rate: input rate in Hz.
-    kernel_init, fir_scale, fir_low_hz, fir_high_hz: kernel initialiser (see `kernel_initializer`).
+    sample_rate, kernel_init, fir_scale, fir_low_hz, fir_high_hz: see `FirstLayerInit`.
     activation: "none" (paper text: the pooled value is the band energy) or "relu" (paper code).
     padding: "window" or "signal" (see `window_frames`).
     trainable: False freezes the kernels (SpecNet: a fixed FIR spectrogram, Sec. 4.1).
     compression: "none" (paper) or "log" (log(1e-6 + energy), a spectrogram-style option).
-    method: implementation of the windowed filter (see `windowed_conv.filter_energy`).
+    method: implementation of the windowed filter (see `windowed.filter_energy`).
     input_norm: "none" (paper text) or "affine": the paper code's batch normalisation of the
       waveform before the convolution, which in inference mode is one learnable scale and offset.
     dtype: dtype of the convolution's products (parameters stay float32; see `windowed_energy`).
+    precision: of its float32 products (`config.model.matmul_precision`).
+
+  Defaults: `wavejax.config.models.simplenet_frontend_config`.
   """
-  num_filters: int = 64
-  kernel_size: int = 256
-  window_ms: float = 40.0
-  sample_rate: int = 16000
-  kernel_init: str = "fir"
-  fir_scale: str = "linear"
-  fir_low_hz: float = 0.0
-  fir_high_hz: float | None = None
-  activation: str = "none"
-  padding: str = "window"
-  trainable: bool = True
-  compression: str = "none"
-  method: str = "auto"
-  input_norm: str = "none"
+  num_filters: int
+  kernel_size: int
+  window_ms: float
+  activation: str
+  padding: str
+  trainable: bool
+  compression: str
+  method: str
+  input_norm: str
   dtype: Any = jnp.float32
+  precision: str | None = None
 
   @property
   def window(self) -> int:
@@ -147,17 +167,14 @@ class SimpleNetFrontend(nn.Module):
   @nn.compact
   def __call__(self, waveforms: jax.Array, *, train: bool = False) -> jax.Array:
     del train  # no batch statistics
-    kernel = self.param(
-        "kernel",
-        kernel_initializer(self.kernel_init, self.fir_scale, self.fir_low_hz, self.fir_high_hz,
-                           self.sample_rate),
-        (self.kernel_size, self.num_filters))
+    kernel = self.param("kernel", self.first_kernel_init(), (self.kernel_size, self.num_filters))
     bias = self.param("bias", nn.initializers.zeros_init(), (self.num_filters,))
     if not self.trainable:
       kernel, bias = jax.lax.stop_gradient(kernel), jax.lax.stop_gradient(bias)
     energy = windowed_energy(
         input_affine(waveforms, self.input_norm), kernel, bias, window=self.window,
-        padding=self.padding, activation=self.activation, method=self.method, dtype=self.dtype)
+        padding=self.padding, activation=self.activation, method=self.method, dtype=self.dtype,
+        precision=self.precision)
     return compress(energy, self.compression)
 
 
@@ -179,16 +196,11 @@ def _check_pooled_length(length: int, pool: int, num_layers: int) -> None:
         "config.model.frontend.num_layers")
 
 
-class _PerWindowStack(nn.Module):
+class _PerWindowStack(FirstLayerInit, kw_only=True):
   """What WaveRNN-style front-ends share: every window of `window_ms` goes through the stack on
   its own, as a batch of `[windows, samples, 1]`; the first convolution takes the configured
-  initialiser (`kernel_initializer`), the deeper ones Glorot."""
-  window_ms: float = 40.0
-  sample_rate: int = 16000
-  kernel_init: str = "glorot"
-  fir_scale: str = "linear"
-  fir_low_hz: float = 0.0
-  fir_high_hz: float | None = None
+  initialiser (`first_kernel_init`), the deeper ones Glorot."""
+  window_ms: float
   dtype: Any = jnp.float32  # of the convolutions' products; parameters stay float32
 
   def windows_as_batch(self, waveforms: jax.Array) -> tuple[jax.Array, int, int]:
@@ -198,29 +210,29 @@ class _PerWindowStack(nn.Module):
     return windows.reshape(batch * num_windows, length, 1), batch, num_windows
 
   def conv(self, features: int, kernel_size: int, layer: int) -> nn.Conv:
-    init = (kernel_initializer(self.kernel_init, self.fir_scale, self.fir_low_hz,
-                               self.fir_high_hz, self.sample_rate)
-            if layer == 0 else nn.initializers.glorot_uniform())
+    init = self.first_kernel_init() if layer == 0 else nn.initializers.glorot_uniform()
     return nn.Conv(features, (kernel_size,), padding="SAME", kernel_init=init, dtype=self.dtype,
                    conv_general_dilated=conv_general_dilated)
 
 
-class WaveRNNFrontend(_PerWindowStack):
+class WaveRNNFrontend(_PerWindowStack, kw_only=True):
   """The paper's WaveRNN front-end (Sec. 2.2, 4.1): `[B, T]` -> `[B, windows, D]`.
 
   Each 40 ms window is processed on its own ('same' padding inside the window) by `num_layers`
   blocks of [1-D convolution (32 filters of 40 taps, Xavier/Glorot-uniform initialised, ReLU) ->
   max-pooling by 2], the paper's "16-layer front-end" (8 convolutions, 8 poolings), as in its
-  code's `waveCNN.py` (REFERENCE "Which WaveRNN"). The pooled output of every window is flattened
-  to one feature vector: 640 samples -> 2 steps x 32 filters = 64 features per window at 16 kHz.
+  code's `waveCNN.py` (docs/reference.md#which-wavernn). The pooled output of every window is
+  flattened to one feature vector: 640 samples -> 2 steps x 32 filters = 64 features per window at
+  16 kHz.
 
   `kernel_init` etc. set the first (single-channel, FIR-like) convolution's initialiser (see
-  `kernel_initializer`); the deeper ones are always Glorot, as in the paper.
+  `FirstLayerInit`); the deeper ones are always Glorot, as in the paper. Defaults:
+  `wavejax.config.models.wavernn_frontend_config`.
   """
-  num_layers: int = 8
-  features: int = 32
-  kernel_size: int = 40
-  pool: int = 2
+  num_layers: int
+  features: int
+  kernel_size: int
+  pool: int
 
   @nn.compact
   def __call__(self, waveforms: jax.Array, *, train: bool = False) -> jax.Array:
@@ -233,19 +245,20 @@ class WaveRNNFrontend(_PerWindowStack):
     return x.reshape(batch, num_windows, -1)
 
 
-class TrigeorgisFrontend(_PerWindowStack):
+class TrigeorgisFrontend(_PerWindowStack, kw_only=True):
   """Trigeorgis et al. 2016 ("Adieu features?", ICASSP) per window: `[B, T]` -> `[B, windows, D]`.
 
   Per 40 ms window ('same' padding inside the window): conv (40 filters of 20 taps, ReLU) ->
   max-pool by 2 in time -> conv (40 filters of 40 taps, ReLU) -> max-pool ACROSS channels by 10
-  (40 -> 4 channels), as end2you's `emo16.py` (REFERENCE Sec. 1); flattened per window: 640
-  samples -> 320 steps x 4 = 1280 features at 16 kHz. Glorot-initialised like the paper's WaveRNN
-  (Sec. 4.1); `kernel_init` etc. set the first convolution's initialiser.
+  (40 -> 4 channels), as end2you's `emo16.py` (docs/reference.md#which-wavernn); flattened per
+  window: 640 samples -> 320 steps x 4 = 1280 features at 16 kHz. Glorot-initialised like the
+  paper's WaveRNN (Sec. 4.1); `kernel_init` etc. set the first convolution's initialiser. Defaults:
+  `wavejax.config.models.trigeorgis_frontend_config`.
   """
-  features: int = 40
-  kernel_sizes: Sequence[int] = (20, 40)
-  pool: int = 2
-  channel_pool: int = 10
+  features: int
+  kernel_sizes: Sequence[int]
+  pool: int
+  channel_pool: int
 
   @nn.compact
   def __call__(self, waveforms: jax.Array, *, train: bool = False) -> jax.Array:
@@ -266,7 +279,7 @@ class TrigeorgisFrontend(_PerWindowStack):
     return x.reshape(batch, num_windows, -1)
 
 
-class SoundNetFrontend(nn.Module):
+class SoundNetFrontend(FirstLayerInit, kw_only=True):
   """SoundNet-8's convolutions (Aytar et al. 2016; paper Sec. 2.2, 4.1), trained from scratch.
 
   The WHOLE waveform, no windowing: 8 x [1-D conv (stride 2) -> normalisation -> ReLU], with
@@ -282,17 +295,13 @@ class SoundNetFrontend(nn.Module):
   `norm="batch"` (default; the paper's "batch normalization is used between layers", Sec. 3) has
   no convolution bias (the normalisation's offset replaces it); "affine" or "none" keep the bias.
   `kernel_init` etc. set the first (single-channel, FIR-like) convolution's initialiser.
+  Defaults: `wavejax.config.models.soundnet_frontend_config`.
   """
-  features: Sequence[int] = (16, 32, 64, 128, 256, 512, 1024, 1401)
-  kernel_sizes: Sequence[int] = (64, 32, 16, 8, 4, 4, 4, 8)
-  strides: Sequence[int] = (2, 2, 2, 2, 2, 2, 2, 2)
-  pools: Sequence[int] = (8, 8, 1, 1, 4, 1, 1, 1)
-  norm: str = "batch"
-  sample_rate: int = 16000
-  kernel_init: str = "glorot"
-  fir_scale: str = "linear"
-  fir_low_hz: float = 0.0
-  fir_high_hz: float | None = None
+  features: Sequence[int]
+  kernel_sizes: Sequence[int]
+  strides: Sequence[int]
+  pools: Sequence[int]
+  norm: str
   dtype: Any = jnp.float32  # of the convolutions' products; parameters stay float32
 
   @nn.compact
@@ -302,8 +311,7 @@ class SoundNetFrontend(nn.Module):
       raise errors.ConfigError(
           "config.model.frontend: features, kernel_sizes, strides and pools must have one entry "
           f"per layer; got lengths {[len(x) for x in layers]}")
-    first_init = kernel_initializer(self.kernel_init, self.fir_scale, self.fir_low_hz,
-                                    self.fir_high_hz, self.sample_rate)
+    first_init = self.first_kernel_init()
     x = waveforms[..., None]
     for layer, (features, kernel, stride, pool) in enumerate(zip(*layers)):
       init = first_init if layer == 0 else nn.initializers.glorot_uniform()

@@ -17,14 +17,14 @@ __all__ = ["CNNHead", "DenseClassifier", "LSTMHead", "normalize"]
 SCAN_AXES = ("time", "filters")
 
 
-class DenseClassifier(nn.Module):
+class DenseClassifier(nn.Module, kw_only=True):
   """Flatten, ReLU dense layers with optional dropout, then a linear layer to class logits.
 
   Paper Sec. 4.1: "All fully-connected layers are identical with 64 units."
   """
   num_classes: int
-  hidden: Sequence[int] = (64,)
-  dropout: float = 0.0
+  hidden: Sequence[int]
+  dropout: float
   dtype: Any = jnp.float32  # of the products; parameters and the logits stay float32
 
   @nn.compact
@@ -37,7 +37,7 @@ class DenseClassifier(nn.Module):
     return nn.Dense(self.num_classes, dtype=self.dtype)(x).astype(jnp.float32)
 
 
-class CNNHead(nn.Module):
+class CNNHead(nn.Module, kw_only=True):
   """SimpleNet-CNN's high-level layers (Sec. 3, 4.1).
 
   The `[windows, filters]` output is treated as a one-channel image; four identical 2-D
@@ -55,13 +55,13 @@ class CNNHead(nn.Module):
   describes.
   """
   num_classes: int
-  features: int = 32
-  num_layers: int = 4
-  kernel: Sequence[int] = (2, 2)
-  pool: Sequence[int] = (2, 2)
-  hidden: Sequence[int] = (64,)
-  dropout: float = 0.0
-  norm: str = "batch"
+  features: int
+  num_layers: int
+  kernel: Sequence[int]
+  pool: Sequence[int]
+  hidden: Sequence[int]
+  dropout: float
+  norm: str
   dtype: Any = jnp.float32  # of the products; parameters and normalisation stay float32
 
   @nn.compact
@@ -75,7 +75,8 @@ class CNNHead(nn.Module):
         x = normalize(x, self.norm, train)
       x = nn.relu(nn.Conv(self.features, tuple(self.kernel), padding="SAME", dtype=self.dtype)(x))
       x = max_pool(x, self.pool, padding="SAME")
-    return DenseClassifier(self.num_classes, tuple(self.hidden), self.dropout, self.dtype)(
+    return DenseClassifier(num_classes=self.num_classes, hidden=tuple(self.hidden),
+                           dropout=self.dropout, dtype=self.dtype)(
         x, train=train)
 
 
@@ -89,7 +90,7 @@ def scan_sequence(features: jax.Array, scan_over: str) -> jax.Array:
       f"config.model.head.scan_over={scan_over!r}: choose one of {', '.join(SCAN_AXES)}")
 
 
-class LSTMHead(nn.Module):
+class LSTMHead(nn.Module, kw_only=True):
   """SimpleNet-RNN's and WaveRNN's high-level layers (Sec. 3, 4.1): LSTMs, then dense layers.
 
   "two LSTM layers with 64 units" (tanh) scan the front-end's windows in time order; the last
@@ -97,17 +98,17 @@ class LSTMHead(nn.Module):
   features of every step are normalised first (`norm`, as `CNNHead`; the paper's code has a BN
   layer in inference mode, i.e. "affine", before its first LSTM).
 
-  `scan_over="filters"` reproduces the paper's code (REFERENCE Sec. 1, testNetSimpleRNN.py): it
-  transposes the `[windows, filters]` output, so the LSTMs scan over the filter channels with the
-  time frames as the features of each step. Its code also has no hidden dense layer
-  (`hidden=()`).
+  `scan_over="filters"` reproduces the paper's code (testNetSimpleRNN.py; see
+  docs/reference.md#simplenet-rnn-head-the-lstms-scan-the-filters): it transposes the
+  `[windows, filters]` output, so the LSTMs scan over the filter channels with the time frames as
+  the features of each step. Its code also has no hidden dense layer (`hidden=()`).
   """
   num_classes: int
-  units: Sequence[int] = (64, 64)
-  scan_over: str = "time"
-  hidden: Sequence[int] = (64,)
-  dropout: float = 0.0
-  norm: str = "batch"
+  units: Sequence[int]
+  scan_over: str
+  hidden: Sequence[int]
+  dropout: float
+  norm: str
   dtype: Any = jnp.float32  # of the products; parameters and normalisation stay float32
 
   @nn.compact
@@ -115,5 +116,6 @@ class LSTMHead(nn.Module):
     x = normalize(scan_sequence(features, self.scan_over), self.norm, train)
     for units in self.units:
       x = nn.RNN(nn.OptimizedLSTMCell(units, dtype=self.dtype))(x)
-    return DenseClassifier(self.num_classes, tuple(self.hidden), self.dropout, self.dtype)(
+    return DenseClassifier(num_classes=self.num_classes, hidden=tuple(self.hidden),
+                           dropout=self.dropout, dtype=self.dtype)(
         x[:, -1], train=train)

@@ -23,8 +23,9 @@ class Affine(nn.Module):
   """A learnable per-feature scale and offset: `x * scale / sqrt(1 + epsilon) + bias`.
 
   This is what the paper's code gets from `tf.layers.batch_normalization(x)` with its default
-  `training=False` (REFERENCE Sec. 1): the moving statistics never leave mean 0 and variance 1, so
-  the layer is a learnable affine map of its input. `epsilon` is TensorFlow's default (1e-3).
+  `training=False` (docs/reference.md#batch-normalisation-in-inference-mode): the moving
+  statistics never leave mean 0 and variance 1, so the layer is a learnable affine map of its
+  input. `epsilon` is TensorFlow's default (1e-3).
   """
   epsilon: float = 1e-3
 

@@ -31,7 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from wavejax import errors, filters
+from wavejax import errors
+from wavejax.models import filters
 from wavejax.models.frontends import compress, window_samples
 
 _SQRT_2LN2 = float(np.sqrt(2.0 * np.log(2.0)))
@@ -132,7 +133,7 @@ class PCEN(nn.Module):
     return (gain + delta)**(1.0 / root) - delta**(1.0 / root)
 
 
-class LEAFFrontend(nn.Module):
+class LEAFFrontend(nn.Module, kw_only=True):
   """LEAF (Zeghidour et al. 2021): `[B, T]` -> `[B, windows, F]`.
 
   See the module docstring for the method and how it departs from LEAF.
@@ -147,17 +148,19 @@ class LEAFFrontend(nn.Module):
       60-7800 Hz).
     pool_init: initial Gaussian pooling width, relative to half the pooling length (LEAF: 0.4).
     compression: "pcen" (LEAF), "log" (log(1e-6 + E)) or "none".
+
+  Defaults: `wavejax.config.models.leaf_frontend_config`.
   """
-  num_filters: int = 64
-  kernel_size: int = 401
-  window_ms: float = 40.0
-  pool_ms: float = 100.0
-  sample_rate: int = 16000
-  fir_scale: str = "mel"
-  fir_low_hz: float = 60.0
-  fir_high_hz: float | None = 7800.0
-  pool_init: float = 0.4
-  compression: str = "pcen"
+  num_filters: int
+  kernel_size: int
+  window_ms: float
+  pool_ms: float
+  sample_rate: int
+  fir_scale: str
+  fir_low_hz: float
+  fir_high_hz: float | None
+  pool_init: float
+  compression: str
 
   @nn.compact
   def __call__(self, waveforms: jax.Array, *, train: bool = False) -> jax.Array:

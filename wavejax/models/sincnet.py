@@ -7,7 +7,7 @@ f2 - f1 per filter, mel-initialised, times a Hamming window: 2 parameters per fi
 
 Where SincNet pools (max-pooling over time, then more convolutions), this front-end does what
 SimpleNet does (Sec. 3): every 40 ms window is filtered on its own and pooled once as mean |y|,
-through the same fast op (`windowed_conv.filter_energy`). The `sincnet` model then puts the
+through the same fast op (`windowed.filter_energy`). The `sincnet` model then puts the
 SimpleNet-CNN head on top, so it differs from SimpleNet-CNN only in how the filters are
 parameterised, which is the comparison this library is for.
 """
@@ -21,8 +21,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from wavejax import errors, filters
-from wavejax.models.frontends import compress, windowed_energy, window_samples
+from wavejax import errors
+from wavejax.models import filters
+from wavejax.models.frontends import compress, window_samples, windowed_energy
 
 
 def sinc_bank(low: jax.Array, high: jax.Array, kernel_size: int) -> jax.Array:
@@ -42,7 +43,7 @@ def sinc_bank(low: jax.Array, high: jax.Array, kernel_size: int) -> jax.Array:
   return band * window
 
 
-class SincNetFrontend(nn.Module):
+class SincNetFrontend(nn.Module, kw_only=True):
   """Learnable sinc band-pass filters per window + mean-|y| pooling: `[B, T]` -> `[B, W, F]`.
 
   Parameters (in cycles per sample, i.e. Hz / sample_rate, as SincNet's first code, so that Adam's
@@ -58,22 +59,25 @@ class SincNetFrontend(nn.Module):
     fir_scale, fir_low_hz, fir_high_hz: the initial band layout (fir_high_hz None: the top band
       ends at Nyquist once min_low_hz and min_band_hz are added).
     min_low_hz, min_band_hz: lower bounds of f1 and of f2 - f1.
-    activation, padding, compression, method: as `SimpleNetFrontend`.
+    activation, padding, compression, method, dtype, precision: as `SimpleNetFrontend`.
+
+  Defaults: `wavejax.config.models.sincnet_frontend_config`.
   """
-  num_filters: int = 64
-  kernel_size: int = 251
-  window_ms: float = 40.0
-  sample_rate: int = 16000
-  fir_scale: str = "mel"
-  fir_low_hz: float = 30.0
-  fir_high_hz: float | None = None
-  min_low_hz: float = 50.0
-  min_band_hz: float = 50.0
-  activation: str = "none"
-  padding: str = "window"
-  compression: str = "log"
-  method: str = "auto"
+  num_filters: int
+  kernel_size: int
+  window_ms: float
+  sample_rate: int
+  fir_scale: str
+  fir_low_hz: float
+  fir_high_hz: float | None
+  min_low_hz: float
+  min_band_hz: float
+  activation: str
+  padding: str
+  compression: str
+  method: str
   dtype: Any = jnp.float32  # of the convolution's products (`frontends.windowed_energy`)
+  precision: str | None = None
 
   def initial_edges(self) -> np.ndarray:
     """The `[F, 2]` band edges in Hz that `low` and `band` start from."""
@@ -108,5 +112,6 @@ class SincNetFrontend(nn.Module):
     bias = jnp.zeros((self.num_filters,), kernel.dtype)
     energy = windowed_energy(
         waveforms, kernel, bias, window=window_samples(self.window_ms, self.sample_rate),
-        padding=self.padding, activation=self.activation, method=self.method, dtype=self.dtype)
+        padding=self.padding, activation=self.activation, method=self.method, dtype=self.dtype,
+        precision=self.precision)
     return compress(energy, self.compression)

@@ -14,129 +14,107 @@ The paper's models (Sec. 4.1, Table 1, Fig. 5) and two learnable filter banks be
 
 from __future__ import annotations
 
+import contextlib
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from wavejax import errors
 from wavejax.models import frontends
 from wavejax.models.heads import CNNHead, DenseClassifier, LSTMHead
-from wavejax.models.leaf import LEAFFrontend
-from wavejax.models.sincnet import SincNetFrontend
+from wavejax.models.leaf import LEAFFrontend, constrain_gabor, gabor_kernel
+from wavejax.models.sincnet import SincNetFrontend, sinc_bank
 
 
-class Classifier(nn.Module):
-  """`frontend` (waveforms -> [B, windows, features]) followed by `head` (-> logits)."""
+class Classifier(nn.Module, kw_only=True):
+  """`frontend` (waveforms -> [B, windows, features]) followed by `head` (-> logits).
+
+  `precision` (`config.model.matmul_precision`) is the default precision of every matmul and
+  convolution traced inside (their gradients inherit it; the front-end's custom gradients take it
+  explicitly), so training, evaluation, predict and export all follow it.
+  """
   frontend: nn.Module
   head: nn.Module
+  precision: str | None = None
 
   @nn.compact
   def __call__(self, waveforms: jax.Array, *, train: bool = False) -> jax.Array:
-    return self.head(self.frontend(waveforms, train=train), train=train)
+    with precision_scope(self.precision):
+      return self.head(self.frontend(waveforms, train=train), train=train)
 
 
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+MATMUL_PRECISIONS = ("default", "high", "highest")
 
 
 def compute_dtype(config):
   """`config.compute_dtype`: the dtype of the models' products (bfloat16: mixed precision, with
   float32 parameters, normalisation statistics, accumulations, logits and loss)."""
-  name = config.get("compute_dtype", "float32")
+  name = config.compute_dtype
   if name not in COMPUTE_DTYPES:
     raise errors.ConfigError(f"config.model.compute_dtype={name!r}: choose one of "
                              f"{', '.join(COMPUTE_DTYPES)}")
   return COMPUTE_DTYPES[name]
 
 
-def _first_layer_init(config) -> dict:
-  """The first convolution's initialiser fields (`frontends.kernel_initializer`)."""
-  f = config.frontend
-  return dict(sample_rate=config.sample_rate, kernel_init=f.init, fir_scale=f.fir_scale,
-              fir_low_hz=f.fir_low_hz, fir_high_hz=f.fir_high_hz)
+def matmul_precision(config) -> str | None:
+  """`config.matmul_precision` as a `jax.default_matmul_precision` name; None for "default"
+  (the backend's fastest: TF32 on NVIDIA GPUs, bfloat16 passes on TPUs)."""
+  name = config.matmul_precision
+  if name not in MATMUL_PRECISIONS:
+    raise errors.ConfigError(f"config.model.matmul_precision={name!r}: choose one of "
+                             f"{', '.join(MATMUL_PRECISIONS)}")
+  return None if name == "default" else name
 
 
-def simplenet_frontend(config) -> frontends.SimpleNetFrontend:
-  f = config.frontend
-  return frontends.SimpleNetFrontend(
-      num_filters=f.num_filters, kernel_size=f.kernel_size, window_ms=f.window_ms,
-      activation=f.activation, padding=f.padding, trainable=f.trainable,
-      compression=f.compression, method=f.method, input_norm=f.input_norm,
-      dtype=compute_dtype(config), **_first_layer_init(config))
+def precision_scope(precision: str | None):
+  """A context in which matmuls and convolutions without an explicit precision use `precision`."""
+  return contextlib.nullcontext() if precision is None else jax.default_matmul_precision(precision)
 
 
-def wavernn_frontend(config) -> frontends.WaveRNNFrontend:
-  f = config.frontend
-  return frontends.WaveRNNFrontend(
-      num_layers=f.num_layers, features=f.features, kernel_size=f.kernel_size, pool=f.pool,
-      window_ms=f.window_ms, dtype=compute_dtype(config), **_first_layer_init(config))
+# Config fields whose module attribute has another name (a Flax module cannot have a field named
+# `init`, its method).
+_MODULE_NAMES = {"init": "kernel_init"}
 
 
-def trigeorgis_frontend(config) -> frontends.TrigeorgisFrontend:
-  f = config.frontend
-  return frontends.TrigeorgisFrontend(
-      features=f.features, kernel_sizes=tuple(f.kernel_sizes), pool=f.pool,
-      channel_pool=f.channel_pool, window_ms=f.window_ms, dtype=compute_dtype(config),
-      **_first_layer_init(config))
+def module_fields(section) -> dict:
+  """A config section as a module's keyword arguments: names mapped, lists as tuples."""
+  return {_MODULE_NAMES.get(name, name): tuple(value) if isinstance(value, list) else value
+          for name, value in section.items()}
 
 
-def soundnet_frontend(config) -> frontends.SoundNetFrontend:
-  f = config.frontend
-  return frontends.SoundNetFrontend(
-      features=tuple(f.features), kernel_sizes=tuple(f.kernel_sizes), strides=tuple(f.strides),
-      pools=tuple(f.pools), norm=f.norm, dtype=compute_dtype(config),
-      **_first_layer_init(config))
+def build(cls, section, **fields):
+  """Module `cls` from its config section (`wavejax.config.models`); `fields` (module attribute
+  names) add to or replace the section's."""
+  return cls(**{**module_fields(section), **fields})
 
 
-def sincnet_frontend(config) -> SincNetFrontend:
-  f = config.frontend
-  return SincNetFrontend(
-      num_filters=f.num_filters, kernel_size=f.kernel_size, window_ms=f.window_ms,
-      sample_rate=config.sample_rate, fir_scale=f.fir_scale, fir_low_hz=f.fir_low_hz,
-      fir_high_hz=f.fir_high_hz, min_low_hz=f.min_low_hz, min_band_hz=f.min_band_hz,
-      activation=f.activation, padding=f.padding, compression=f.compression, method=f.method,
-      dtype=compute_dtype(config))
+def _frontend(cls, config, **extra):
+  """`cls` built from `config.frontend`, with the model-wide sample rate and dtype."""
+  return build(cls, config.frontend, sample_rate=config.sample_rate, dtype=compute_dtype(config),
+               **extra)
 
 
-def leaf_frontend(config) -> LEAFFrontend:
-  f = config.frontend
-  if compute_dtype(config) != jnp.float32:
-    raise errors.ConfigError("config.model.compute_dtype: LEAF runs in float32 only (its PCEN "
-                             "and Gaussian pooling need the range); set it to 'float32'")
-  return LEAFFrontend(
-      num_filters=f.num_filters, kernel_size=f.kernel_size, window_ms=f.window_ms,
-      pool_ms=f.pool_ms, sample_rate=config.sample_rate, fir_scale=f.fir_scale,
-      fir_low_hz=f.fir_low_hz, fir_high_hz=f.fir_high_hz, pool_init=f.pool_init,
-      compression=f.compression)
+def _head(cls, config, num_classes: int):
+  return build(cls, config.head, num_classes=num_classes, dtype=compute_dtype(config))
 
 
-def cnn_head(config, num_classes: int) -> CNNHead:
-  h = config.head
-  return CNNHead(num_classes=num_classes, features=h.features, num_layers=h.num_layers,
-                 kernel=tuple(h.kernel), pool=tuple(h.pool), hidden=tuple(h.hidden),
-                 dropout=h.dropout, norm=h.norm, dtype=compute_dtype(config))
-
-
-def lstm_head(config, num_classes: int) -> LSTMHead:
-  h = config.head
-  return LSTMHead(num_classes=num_classes, units=tuple(h.units), scan_over=h.scan_over,
-                  hidden=tuple(h.hidden), dropout=h.dropout, norm=h.norm,
-                  dtype=compute_dtype(config))
-
-
-def dense_head(config, num_classes: int) -> DenseClassifier:
-  h = config.head
-  return DenseClassifier(num_classes=num_classes, hidden=tuple(h.hidden), dropout=h.dropout,
-                         dtype=compute_dtype(config))
+def _classifier(frontend, head, config) -> Classifier:
+  return Classifier(frontend=frontend, head=head, precision=matmul_precision(config))
 
 
 def simplenet_cnn(config, num_classes: int) -> Classifier:
   """SimpleNet-CNN (Sec. 3, 4.1): the SimpleNet front-end and a small 2-D CNN head."""
-  return Classifier(simplenet_frontend(config), cnn_head(config, num_classes))
+  frontend = _frontend(frontends.SimpleNetFrontend, config, precision=matmul_precision(config))
+  return _classifier(frontend, _head(CNNHead, config, num_classes), config)
 
 
 def simplenet_rnn(config, num_classes: int) -> Classifier:
   """SimpleNet-RNN (Sec. 3, 4.1): the SimpleNet front-end and two LSTM(64) layers."""
-  return Classifier(simplenet_frontend(config), lstm_head(config, num_classes))
+  frontend = _frontend(frontends.SimpleNetFrontend, config, precision=matmul_precision(config))
+  return _classifier(frontend, _head(LSTMHead, config, num_classes), config)
 
 
 def specnet(config, num_classes: int) -> Classifier:
@@ -149,32 +127,40 @@ def specnet(config, num_classes: int) -> Classifier:
     raise errors.ConfigError(
         "config.model.frontend.trainable=True: SpecNet's filters are fixed; use "
         "configs/simplenet_cnn.py for trainable filters")
-  return Classifier(simplenet_frontend(config), cnn_head(config, num_classes))
+  return simplenet_cnn(config, num_classes)
 
 
 def wavernn(config, num_classes: int) -> Classifier:
   """WaveRNN as the paper built it (Sec. 2, 4.1): 8 x (conv + pool) per window, two LSTM(64)."""
-  return Classifier(wavernn_frontend(config), lstm_head(config, num_classes))
+  return _classifier(_frontend(frontends.WaveRNNFrontend, config),
+                     _head(LSTMHead, config, num_classes), config)
 
 
 def wavernn_trigeorgis(config, num_classes: int) -> Classifier:
   """Trigeorgis et al. 2016's per-window convolutions with the paper's two-LSTM(64) head."""
-  return Classifier(trigeorgis_frontend(config), lstm_head(config, num_classes))
+  return _classifier(_frontend(frontends.TrigeorgisFrontend, config),
+                     _head(LSTMHead, config, num_classes), config)
 
 
 def soundnet(config, num_classes: int) -> Classifier:
   """SoundNet-8 (Aytar et al. 2016) from scratch (Sec. 4.1): conv stack, dense 64 + dropout."""
-  return Classifier(soundnet_frontend(config), dense_head(config, num_classes))
+  return _classifier(_frontend(frontends.SoundNetFrontend, config),
+                     _head(DenseClassifier, config, num_classes), config)
 
 
 def sincnet(config, num_classes: int) -> Classifier:
   """SincNet's filters (Ravanelli & Bengio 2018) in SimpleNet's place, SimpleNet-CNN head."""
-  return Classifier(sincnet_frontend(config), cnn_head(config, num_classes))
+  frontend = _frontend(SincNetFrontend, config, precision=matmul_precision(config))
+  return _classifier(frontend, _head(CNNHead, config, num_classes), config)
 
 
 def leaf(config, num_classes: int) -> Classifier:
   """LEAF (Zeghidour et al. 2021) in SimpleNet's place, SimpleNet-CNN head."""
-  return Classifier(leaf_frontend(config), cnn_head(config, num_classes))
+  if compute_dtype(config) != jnp.float32:
+    raise errors.ConfigError("config.model.compute_dtype: LEAF runs in float32 only (its PCEN "
+                             "and Gaussian pooling need the range); set it to 'float32'")
+  frontend = build(LEAFFrontend, config.frontend, sample_rate=config.sample_rate)
+  return _classifier(frontend, _head(CNNHead, config, num_classes), config)
 
 
 MODELS = {
@@ -190,7 +176,7 @@ MODELS = {
 
 
 def create_model(config, num_classes: int | None = None) -> nn.Module:
-  """Builds the Flax module named by `config.name` from a model config.
+  """Builds the Flax module named by `config.name` from a model config (`config.model`).
 
   `num_classes` (set by the trainer from the task) overrides `config.num_classes`.
   """
@@ -201,4 +187,41 @@ def create_model(config, num_classes: int | None = None) -> nn.Module:
     if "num_classes" not in config:
       raise errors.ConfigError("config.model.num_classes is not set (or pass num_classes)")
     num_classes = config.num_classes
-  return MODELS[config.name](config, num_classes)
+  try:
+    return MODELS[config.name](config, num_classes)
+  except TypeError as e:  # a field missing from, or unknown to, the config section
+    raise errors.ConfigError(f"config.model ({config.name}): {e}; start from "
+                             "wavejax.config.get_config(name) for every field") from e
+
+
+def frontend_kernel(model: nn.Module, params: dict) -> np.ndarray:
+  """The `[taps, filters]` kernel of the model's first filter bank, as numpy.
+
+  SimpleNet/SpecNet: `frontend/kernel`; stacks (WaveRNN, SoundNet, Trigeorgis): the first
+  single-channel convolution; SincNet and LEAF: their parametric filters rebuilt from the
+  parameters (LEAF: the real part of the Gabor filters).
+
+  Raises:
+    ConfigError: when the model has no such filter bank.
+  """
+  frontend = params.get("frontend", params)
+  if "kernel" in frontend and np.ndim(frontend["kernel"]) == 2:
+    return np.asarray(frontend["kernel"], np.float64)
+  convs = sorted((name for name in frontend if name.startswith("Conv_")),
+                 key=lambda name: int(name.split("_")[1]))
+  if convs:
+    kernel = np.asarray(frontend[convs[0]]["kernel"], np.float64)
+    if kernel.ndim == 3 and kernel.shape[1] == 1:
+      return kernel[:, 0]
+  module = getattr(model, "frontend", None)
+  if {"low", "band"} <= set(frontend) and module is not None:
+    f1, f2 = module.cutoffs(jnp.asarray(frontend["low"]), jnp.asarray(frontend["band"]))
+    return np.asarray(sinc_bank(f1, f2, module.kernel_size), np.float64)
+  if {"centre", "width"} <= set(frontend) and module is not None:
+    mu, sigma = constrain_gabor(jnp.asarray(frontend["centre"]),
+                                     jnp.asarray(frontend["width"]), module.kernel_size)
+    kernel = np.asarray(gabor_kernel(mu, sigma, module.kernel_size), np.float64)
+    return kernel.reshape(kernel.shape[0], -1)[:, :module.num_filters]  # the real parts
+  raise errors.ConfigError(
+      "the model's front-end has no single-channel filter bank to analyse (expected "
+      "frontend/kernel, a first Conv_0 with one input channel, SincNet or LEAF parameters)")

@@ -1,0 +1,198 @@
+"""experiments/table1.py on the smoke preset: the grid runs, resumes, and picks lr on validation;
+shards of it run concurrently, survive a killed worker, and collect into the same table."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from helpers import REPO
+
+GRID = ["--preset=smoke", "--models=simplenet_cnn", "--tasks=emotion", "--lrs=1e-4,1e-3",
+        "--folds=1,2"]
+
+
+def table_command(workdir, *extra):
+  return [sys.executable, "-m", "experiments.table1", f"--workdir={workdir}", *GRID, *extra]
+
+
+def table_env(cache):
+  env = {"WAVEJAX_CACHE": str(cache), "PATH": "/usr/bin:/bin"}
+  if "WAVEJAX_COMPILATION_CACHE" in os.environ:  # set by conftest.py
+    env["WAVEJAX_COMPILATION_CACHE"] = os.environ["WAVEJAX_COMPILATION_CACHE"]
+  return env
+
+
+def run_table(workdir, cache, *extra):
+  return subprocess.run(table_command(workdir, *extra), cwd=REPO, capture_output=True, text=True,
+                        timeout=900, env=table_env(cache))
+
+
+def start_table(workdir, cache, log, *extra):
+  with open(log, "w") as stderr:  # the child keeps its own copy of the descriptor
+    return subprocess.Popen(table_command(workdir, *extra), cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=stderr, env=table_env(cache))
+
+
+def table_of(workdir):
+  return json.loads((workdir / "table1.json").read_text())
+
+
+def results_of(workdir) -> dict:
+  """{relative fold folder: the result without its timing field}."""
+  out = {}
+  for path in sorted(workdir.glob("*/*/*/*/fold_*/result.json")):
+    result = json.loads(path.read_text())
+    result.pop("train_utterances_per_s")
+    for record in result["history"]:
+      for key in [k for k in record if "per_s" in k or "seconds" in k or "time" in k]:
+        record.pop(key)
+    out[str(path.parent.relative_to(workdir))] = result
+  return out
+
+
+def leftovers(workdir) -> list:
+  """Lock, break and temporary files anywhere in the workdir."""
+  return sorted(str(p.relative_to(workdir)) for p in workdir.rglob("*")
+                if p.name.endswith((".lock", ".break", ".tmp")))
+
+
+def ran_cells(log_text: str) -> list[str]:
+  return [line.split("sweep: running ", 1)[1] for line in log_text.splitlines()
+          if "sweep: running " in line]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+  return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, cache):
+  """The smoke grid run by one process (no shard flags): its workdir and output."""
+  workdir = tmp_path_factory.mktemp("reference") / "t1"
+  done = run_table(workdir, cache)
+  assert done.returncode == 0, done.stderr[-3000:]
+  return workdir, done
+
+
+def test_smoke_table_runs_and_resumes(reference, cache):
+  workdir, done = reference
+  assert len(ran_cells(done.stderr)) == 4
+  table = table_of(workdir)["table"]
+  entry = table["emotion"]["simplenet_cnn"]
+  val = entry["val_wa_by_lr"]
+  assert set(val) == {"0.0001", "0.001"} and entry["incomplete_lrs"] == []
+  assert f"{entry['learning_rate']:g}" == max(sorted(val), key=lambda lr: val[lr])
+  assert entry["test_wa"]["n"] == 2
+  assert table_of(workdir)["complete"] and table_of(workdir)["missing"] == []
+  # The test WA of the chosen lr is the mean of that cell's two fold results.
+  cell = workdir / f"simplenet_cnn/emotion/lr{entry['learning_rate']:g}/seed0"
+  folds = [json.loads((cell / f"fold_{k}/result.json").read_text()) for k in (1, 2)]
+  assert abs(entry["test_wa"]["mean"] - sum(f["test"]["wa"] for f in folds) / 2) < 1e-12
+  assert json.loads((cell / "summary.json").read_text())["folds"] == [1, 2]
+  markdown = (workdir / "table1.md").read_text()
+  assert "simplenet_cnn" in markdown and "52.9 (80.0)" in markdown
+  assert "Incomplete" not in markdown
+  assert leftovers(workdir) == []
+  # A second run trains nothing: every fold is read back.
+  mtimes = [(cell / f"fold_{k}/result.json").stat().st_mtime_ns for k in (1, 2)]
+  again = run_table(workdir, cache)
+  assert again.returncode == 0
+  assert mtimes == [(cell / f"fold_{k}/result.json").stat().st_mtime_ns for k in (1, 2)]
+  assert "already complete" in again.stderr and not ran_cells(again.stderr)
+
+
+def test_two_shards_give_the_table_of_one_process(reference, cache, tmp_path):
+  workdir = tmp_path / "t1"
+  workers = [start_table(workdir, cache, tmp_path / f"log{i}", f"--shard={i}/2") for i in (0, 1)]
+  assert [w.wait(timeout=600) for w in workers] == [0, 0]
+  logs = [(tmp_path / f"log{i}").read_text() for i in (0, 1)]
+  ran = [ran_cells(log) for log in logs]
+  assert [len(r) for r in ran] == [2, 2] and len(set(ran[0] + ran[1])) == 4
+  assert "shard 1/2 (--shard='1/2') takes 2" in logs[1]
+  collected = run_table(workdir, cache, "--collect")
+  assert collected.returncode == 0, collected.stderr[-3000:]
+  assert not ran_cells(collected.stderr)
+  assert table_of(workdir)["table"] == table_of(reference[0])["table"]
+  assert results_of(workdir) == results_of(reference[0])
+  assert leftovers(workdir) == []
+
+
+CELL_LEVEL = "*/*/*/*/fold_*"  # <model>/<task>/lr<lr>/seed<seed>/fold_<k>
+
+
+def wait_for_second_cell(workdir, worker, timeout_s=300):
+  """Returns once one cell is complete and another is locked (in progress)."""
+  deadline = time.time() + timeout_s
+  while time.time() < deadline and worker.poll() is None:
+    # Only the cells' own level: a walk into checkpoints/ races Orbax renaming its folders.
+    locks = [p for p in workdir.glob(f"{CELL_LEVEL}/running.lock")
+             if not (p.parent / "result.json").exists()]
+    if len(list(workdir.glob(f"{CELL_LEVEL}/result.json"))) == 1 and locks:
+      return locks[0].parent
+    time.sleep(0.02)
+  raise AssertionError(f"worker ended ({worker.poll()}) or timed out before its second cell")
+
+
+def test_killed_worker_loses_and_duplicates_nothing(reference, cache, tmp_path):
+  workdir = tmp_path / "t1"
+  worker = start_table(workdir, cache, tmp_path / "log")
+  killed_cell = wait_for_second_cell(workdir, worker)
+  time.sleep(0.5)  # into its training
+  assert worker.poll() is None
+  worker.send_signal(signal.SIGKILL)
+  worker.wait()
+  survived = {p: p.stat().st_mtime_ns for p in workdir.rglob("result.json")}
+  assert 1 <= len(survived) < 4 and not (killed_cell / "result.json").exists()
+  left_lock = (killed_cell / "running.lock").exists()
+
+  # The partial grid is readable; a cell whose worker died shows a stale lock.
+  partial = run_table(workdir, cache, "--collect")
+  assert partial.returncode == 0, partial.stderr[-3000:]
+  data = table_of(workdir)
+  assert not data["complete"] and data["cells"] == {"total": 4, "complete": len(survived)}
+  statuses = {f"{m['fold']}-{m['lr']:g}": m["status"] for m in data["missing"]}
+  killed = f"{killed_cell.name[len('fold_'):]}-{killed_cell.parent.parent.name[len('lr'):]}"
+  assert statuses[killed].startswith("stale lock of" if left_lock else "not started")
+  if len(survived) == 1:
+    assert data["table"] == {}  # no learning rate has both folds yet
+  else:
+    assert data["table"]["emotion"]["simplenet_cnn"]["incomplete_lrs"] == ["0.001"]
+  assert (f"Incomplete grid: {4 - len(survived)} of 4 training runs are missing"
+          in (workdir / "table1.md").read_text())
+
+  rerun = run_table(workdir, cache)
+  assert rerun.returncode == 0, rerun.stderr[-3000:]
+  assert len(ran_cells(rerun.stderr)) == 4 - len(survived)  # finished cells are not trained again
+  assert ("taking over the lock" in rerun.stderr) == left_lock
+  assert {p: p.stat().st_mtime_ns for p in survived} == survived
+  assert len(list(workdir.rglob("result.json"))) == 4
+  assert leftovers(workdir) == []
+  assert table_of(workdir)["table"] == table_of(reference[0])["table"]
+  assert results_of(workdir) == results_of(reference[0])
+
+
+def test_partial_learning_rates_are_left_out_of_the_choice():
+  from wavejax.reporting import paper_table, results  # pylint: disable=g-import-not-at-top
+
+  def fold(val_wa, test_wa):
+    return results.FoldResult(
+        model="m", task="emotion", dataset="d", fold=1, test_session=1, classes=[], num_train=1,
+        num_val=1, num_test=1, selected_epoch=1, val={"wa": val_wa}, test={"wa": test_wa, "ua": 0},
+        train_accuracy=1.0, best_test_epoch=1, best_test_wa=test_wa, best_test_ua=0,
+        train_utterances_per_s=1.0)
+
+  runs = {("m", "emotion", 1e-3, 0): [fold(0.5, 0.4)], ("m", "emotion", 1e-4, 0): [fold(0.9, 0.8)]}
+  table = paper_table.summarize_grid(runs, incomplete={("m", "emotion", 1e-4)})
+  entry = table["emotion"]["m"]
+  assert entry["learning_rate"] == 1e-3 and entry["val_wa_by_lr"] == {"0.001": 0.5}
+  assert entry["incomplete_lrs"] == ["0.0001"] and entry["test_wa"]["mean"] == 0.4
+  assert "0.001 (1 of 2 rates)" in paper_table.markdown(table, "d")
+  assert paper_table.summarize_grid(runs, incomplete={("m", "emotion", 1e-3),
+                                                 ("m", "emotion", 1e-4)}) == {}
+  assert paper_table.summarize_grid(runs)["emotion"]["m"]["learning_rate"] == 1e-4

@@ -1,0 +1,1 @@
+"""What a run reports: fold results and summaries, the paper's Table 1 layout, figures."""

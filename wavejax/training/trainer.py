@@ -1,0 +1,94 @@
+"""Training entry points: one leave-one-session-out fold (`train_fold`) or all of them
+(`cross_validate`), with their files in a workdir."""
+
+from __future__ import annotations
+
+import pathlib
+
+import ml_collections
+from absl import logging
+
+from wavejax import config as wavejax_config
+from wavejax import errors
+from wavejax.data import folds, pipeline
+from wavejax.reporting import results
+from wavejax.training import parallel, workspace
+from wavejax.training.loop import FoldData, FoldTrainer
+
+
+def load_fold_data(config, fold: int) -> FoldData:
+  manifest, waveforms = pipeline.load_dataset(config.data, task=config.task)
+  classes = folds.task_classes(config.task, manifest)
+  targets = folds.labels(manifest, config.task)
+  split = folds.leave_one_session_out(
+      manifest, fold, targets, val_size=config.data.val_size, val_from=config.data.val_from,
+      seed=config.seed)
+  return FoldData(manifest, waveforms, targets, split, classes)
+
+
+def train_fold(config: ml_collections.ConfigDict, fold: int | None = None,
+               workdir=None) -> results.FoldResult:
+  """Trains and evaluates one leave-one-session-out fold; returns its `FoldResult`.
+
+  Args:
+    config: a config from `configs/<model>.py` (or `wavejax.config.get_config`).
+    fold: 1-based fold (test session); defaults to `config.fold`.
+    workdir: where checkpoints and `fold_<k>/result.json` go. A fold whose result exists is not
+      trained again; a fold with a checkpoint resumes from it. None: nothing is written.
+  """
+  config = wavejax_config.resolve(config)
+  wavejax_config.check_values(config)
+  fold = config.fold if fold is None else fold
+  if fold is None:
+    raise errors.ConfigError("no fold given: set config.fold (e.g. 'configs/x.py:emotion,fold=1') "
+                             "or call cross_validate")
+  fold_dir = pathlib.Path(workdir) / f"fold_{fold}" if workdir else None
+  if fold_dir is not None:
+    workspace.check_config(config, fold_dir)
+    if (fold_dir / "result.json").exists():
+      logging.info("fold %d: already complete, reading %s", fold, fold_dir / "result.json")
+      return results.load_fold(fold_dir / "result.json")
+  data = load_fold_data(config, fold)
+  trainer = FoldTrainer(config, data, fold_dir)
+  # Only a config that got this far (task, fold, sizes and options checked) is recorded, so a
+  # rejected command leaves nothing that blocks the corrected one.
+  if fold_dir is not None and parallel.is_primary():
+    workspace.record_config(config, fold_dir)
+    folds.write_assignment(data.manifest, pathlib.Path(workdir) / "folds.json",
+                           classes=data.classes)
+  result = trainer.run()
+  if fold_dir is not None and parallel.is_primary():
+    results.save_fold(result, fold_dir / "result.json")
+  return result
+
+
+def default_fold_numbers(config) -> list[int]:
+  """`[config.fold]`, or every fold of the configured dataset."""
+  if config.fold is not None:
+    return [config.fold]
+  manifest, _ = pipeline.load_dataset(config.data, task=config.task)
+  return list(range(1, folds.num_folds(manifest) + 1))
+
+
+def cross_validate(config: ml_collections.ConfigDict, workdir=None,
+                   fold_numbers=None) -> tuple[list[results.FoldResult], dict]:
+  """Runs `train_fold` on every fold (or `fold_numbers`); writes the summary of every finished
+  fold of `workdir` into it.
+
+  Returns the fold results and the summary dict (see `results.summarize`).
+  """
+  if fold_numbers is None:
+    fold_numbers = default_fold_numbers(config)
+  fold_results = [train_fold(config, fold, workdir) for fold in fold_numbers]
+  if workdir is None:
+    return fold_results, results.summarize(fold_results)
+  # The workdir's summary covers every finished fold in it (all of one config, see
+  # workspace.check_config), not only this call's: `--folds=2` after `--folds=1` keeps fold 1.
+  finished = {r.fold: r for r in map(results.load_fold,
+                                     pathlib.Path(workdir).glob("fold_*/result.json"))}
+  finished.update({r.fold: r for r in fold_results})
+  summary = results.summarize(list(finished.values()))
+  if parallel.is_primary():
+    results.write_json(pathlib.Path(workdir) / "summary.json", summary)
+    results.write_text(pathlib.Path(workdir) / "summary.md", results.markdown_table(summary))
+  return fold_results, summary
