@@ -11,7 +11,9 @@ against numpy), one module each:
 * `"toeplitz"` (`toeplitz.py`): block-Toeplitz matmul with a packed-sign custom VJP.
 * `"winograd"` (`winograd.py`): the Toeplitz product's forward by Winograd's F(4, 3); opt-in.
 * `"fft"` (`fft.py`): per-window FFT correlation, float32, plain autodiff.
-* `"auto"`: see `resolve_method`.
+* `"fused"` (`fused.py`): one Pallas kernel that keeps each window's outputs on chip (GPU; Pallas'
+  interpreter elsewhere, for tests).
+* `"auto"`: measured per device and shape, remembered on disk (`choice.py`).
 
 How fast each is, where, and why the defaults are what they are: docs/performance.md.
 """
@@ -22,12 +24,14 @@ import jax
 import jax.numpy as jnp
 
 from wavejax import errors
-from wavejax.models.windowed.common import ACTIVATIONS
+from wavejax.models.windowed import choice
+from wavejax.models.windowed.common import ACTIVATIONS, compute_dtype
 from wavejax.models.windowed.conv import conv_energy
 from wavejax.models.windowed.fft import fft_energy
+from wavejax.models.windowed.fused import fused_filter_energy
 from wavejax.models.windowed.toeplitz import default_block_size, toeplitz_energy
 
-METHODS = ("auto", "conv", "toeplitz", "winograd", "fft")
+METHODS = ("auto", "conv", "toeplitz", "winograd", "fft", "fused")
 
 __all__ = ["ACTIVATIONS", "METHODS", "default_block_size", "filter_energy", "resolve_method"]
 
@@ -64,25 +68,26 @@ def filter_energy(frames: jax.Array, kernel: jax.Array, bias: jax.Array, *,
     errors.ConfigError: on a bad shape, dtype, activation or method.
   """
   length = _check_args(frames, kernel, bias, activation, method, block_size, chunk_size)
-  method = resolve_method(method, length, kernel.shape[0], kernel.shape[1])
+  method = resolve_method(method, length, kernel.shape[0], kernel.shape[1],
+                          num=frames.shape[0], dtype=compute_dtype(frames, kernel),
+                          activation=activation, precision=precision)
   if method == "conv":
     return conv_energy(frames, kernel, bias, activation, precision)
   if method == "fft":
     return fft_energy(frames, kernel, bias, activation)
+  if method == "fused":
+    return fused_filter_energy(frames, kernel, bias, activation=activation, precision=precision)
   return toeplitz_energy(frames, kernel, bias, activation, block_size, chunk_size,
                          forward=method, precision=precision)
 
 
-def resolve_method(method: str, length: int, taps: int, filters: int) -> str:
-  """The method "auto" stands for, given the backend and the shape; other names pass through.
-
-  CPU: "toeplitz" (~2x "conv" forward + gradient at the paper's shape; never "winograd", whose
-  gradient is not reproducible to float32 precision). GPU/TPU: "conv", the vendor convolution.
-  """
+def resolve_method(method: str, length: int, taps: int, filters: int, *, num: int = 1,
+                   dtype=jnp.float32, activation: str = "none", precision=None) -> str:
+  """The formulation "auto" stands for on this device for `num` windows of this shape (measured
+  once per machine, see `choice`); other names pass through."""
   if method != "auto":
     return method
-  del length, taps, filters
-  return "toeplitz" if jax.default_backend() == "cpu" else "conv"
+  return choice.choose(num, length, taps, filters, dtype, activation, precision)
 
 
 def _check_args(frames, kernel, bias, activation, method, block_size, chunk_size) -> int:
