@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import soundfile
 
+from wavejax import config as wavejax_config
 from wavejax import errors
 from wavejax.training import augment, parallel, steps
 
@@ -236,8 +237,8 @@ EVERYTHING = augment.Settings(gain_db=6.0, shift_samples=80, noise_snr_db=(5.0, 
 
 def test_augment_with_everything_off_returns_the_batch_unchanged():
   batch = train_batch()
-  for settings in (augment.Settings(), augment.settings_from_config(augment.config_section(), 3,
-                                                                    RATE)):
+  defaults = augment.settings_from_config(wavejax_config.augment_config(), 3, RATE)
+  for settings in (augment.Settings(), defaults):
     assert not settings.enabled
     out = jax.jit(functools.partial(augment.augment, settings=settings))(key(), batch)
     assert set(out) == set(batch)
@@ -292,7 +293,7 @@ def test_step_keys_are_distinct_from_the_dropout_keys_and_from_each_other():
 
 
 def test_settings_from_config_reads_and_checks_the_section():
-  section = augment.config_section()
+  section = wavejax_config.augment_config()
   section.gain_db = 6
   section.shift_seconds = 0.1
   section.noise_snr_db = (5.0, 20.0)

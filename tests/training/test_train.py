@@ -87,11 +87,13 @@ def test_evaluation_in_smaller_batches_predicts_the_same(cache_dir):
   shapes = [batch["waveforms"].shape[0] for batch in trainer.eval_batches(indices)]
   assert shapes == [size, 4]
   padded_to_full = np.concatenate(
-      [np.asarray(trainer.eval_step(trainer.state, batch))
+      [np.asarray(trainer.eval_step(trainer.state, batch)[0])
        for batch in trainer.batches(indices, size)])[:len(indices)]
-  predicted = trainer.predict(indices)
-  assert predicted.shape == (len(indices),)
+  predicted, probabilities = trainer.predict(indices)
+  assert predicted.shape == (len(indices),) and probabilities.shape == (len(indices), 4)
   np.testing.assert_array_equal(predicted, padded_to_full)
+  np.testing.assert_array_equal(probabilities.argmax(axis=1), predicted)
+  np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
   # The same utterance gives the same class wherever it sits: the rows are not mixed up.
   first = {index: cls for index, cls in zip(indices[::-1], predicted[::-1])}
   np.testing.assert_array_equal(predicted, [first[index] for index in indices])
@@ -327,7 +329,7 @@ from wavejax.data import pipeline
 config = tiny_config({cache!r})
 data = training.load_fold_data(config, 3)
 trainer = training.FoldTrainer(config, data, None)
-before = trainer.predict(data.split.test)
+before, _ = trainer.predict(data.split.test)
 batch = next(pipeline.batches(data.waveforms, data.targets, data.split.train[:8], 8))
 state, metrics = trainer.train_step(trainer.state, parallel.put_batch(batch, trainer.mesh))
 # Adam's first moment after one step is (1 - b1) x the gradient: the data-parallel gradient

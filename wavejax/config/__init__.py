@@ -81,11 +81,30 @@ def base_config() -> ml_collections.ConfigDict:
   # Behaviours of the paper's code that differ from its text (docs/reference.md, "Switches that
   # reproduce the code"), off by default;
   # `faithful_to_original=True` turns all of them on (see `resolve`).
+  config.train.augment = augment_config()
+  # Bit-reproducible GPU kernels (XLA's deterministic ops); no effect on CPU (always deterministic).
+  config.train.deterministic = True
+  # Gather batches on the device from the fold's clips put there once: "auto" (on GPUs and TPUs
+  # when the clips fit in a fraction of the device's memory), "always" or "never".
+  config.train.data_on_device = "auto"
+  config.train.profile_steps = 0  # > 0: a JAX profiler trace of that many steps in fold_<k>/profile
   config.train.double_softmax = False   # softmax output fed to a softmax cross-entropy
   config.train.reshuffle = True         # False: the same training order every epoch
   config.train.drop_last_eval_batch = False  # evaluate only whole eval batches
   config.faithful_to_original = False
   return config
+
+
+def augment_config() -> ml_collections.ConfigDict:
+  """`config.train.augment`: waveform augmentations inside the train step, every one off."""
+  section = ml_collections.ConfigDict()
+  section.gain_db = 0.0        # random gain in [-gain_db, +gain_db] dB
+  section.shift_seconds = 0.0  # zero-filled time shift in [-s, +s] seconds
+  section.noise_snr_db = ()    # (low, high): additive noise at an SNR uniform in [low, high] dB
+  section.noise_dir = config_dict.placeholder(str)  # noise recordings; None: white noise
+  section.speed = 0.0          # speed factor in [1 - speed, 1 + speed] (0.1: +-10 %)
+  section.mixup_alpha = 0.0    # mixup with Beta(alpha, alpha) weights (0.2 is common)
+  return section
 
 
 # Fields added after workdirs were first written, with the value that reproduces the behaviour
@@ -94,6 +113,11 @@ ADDED_FIELDS = {
     "train.precise_bn_batches": 0,
     "model.compute_dtype": "float32",
     "model.matmul_precision": "default",
+    "train.augment": {"gain_db": 0.0, "shift_seconds": 0.0, "noise_snr_db": [],
+                      "noise_dir": None, "speed": 0.0, "mixup_alpha": 0.0},
+    "train.deterministic": True,  # runs before it existed were deterministic on CPU
+    "train.data_on_device": "auto",
+    "train.profile_steps": 0,
 }
 
 

@@ -107,12 +107,13 @@ def evaluation_batch_sizes(count: int, batch_size: int, multiple: int = 1) -> li
   return sizes
 
 
-def batches(waveforms: np.ndarray, targets: np.ndarray, order: np.ndarray, batch_size: int, *,
-            first_batch: int = 0, rows: slice | None = None) -> Iterator[dict]:
-  """Fixed-size batches in `order`; the last one is padded with weight-0 copies of example 0.
+def index_batches(targets: np.ndarray, order: np.ndarray, batch_size: int, *,
+                  first_batch: int = 0, rows: slice | None = None) -> Iterator[dict]:
+  """Fixed-size batches of `order` as `{indices, labels, weights}`; the last one is padded with
+  weight-0 copies of example 0 (`order[0]`).
 
-  `first_batch` skips that many batches without loading them (a resumed epoch); `rows` keeps only
-  those rows of every batch and loads only their waveforms (one process's share of a global batch).
+  `first_batch` skips that many batches (a resumed epoch); `rows` keeps only those rows of every
+  batch (one process's share of a global batch).
   """
   rows = slice(None) if rows is None else rows
   for start in range(first_batch * batch_size, len(order), batch_size):
@@ -122,5 +123,15 @@ def batches(waveforms: np.ndarray, targets: np.ndarray, order: np.ndarray, batch
       weights[len(chosen):] = 0.0
       chosen = np.concatenate([chosen, np.full(batch_size - len(chosen), order[0])])
     chosen, weights = chosen[rows], weights[rows]
-    yield {"waveforms": np.asarray(waveforms[chosen]),
-           "labels": targets[chosen].astype(np.int32), "weights": weights}
+    yield {"indices": chosen.astype(np.int32), "labels": targets[chosen].astype(np.int32),
+           "weights": weights}
+
+
+def batches(waveforms: np.ndarray, targets: np.ndarray, order: np.ndarray, batch_size: int, *,
+            first_batch: int = 0, rows: slice | None = None) -> Iterator[dict]:
+  """`index_batches` with each batch's waveforms loaded: `{waveforms, labels, weights}` (only
+  the rows kept are loaded)."""
+  for batch in index_batches(targets, order, batch_size, first_batch=first_batch, rows=rows):
+    yield {"waveforms": np.asarray(waveforms[batch.pop("indices")]), **batch}
+
+

@@ -26,11 +26,9 @@ import pathlib
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 from absl import logging
-from ml_collections import config_dict
 
 from wavejax import errors
 from wavejax.data import audio, corpus
@@ -361,22 +359,14 @@ def augment(key: jax.Array, batch: dict, settings: Settings,
 FIELD = "config.train.augment"
 
 
-def config_section() -> ml_collections.ConfigDict:
-  """`config.train.augment` with every augmentation off."""
-  section = ml_collections.ConfigDict()
-  section.gain_db = 0.0        # random gain in [-gain_db, +gain_db] dB
-  section.shift_seconds = 0.0  # zero-filled time shift in [-s, +s] seconds
-  section.noise_snr_db = ()    # (low, high): additive noise at an SNR uniform in [low, high] dB
-  section.noise_dir = config_dict.placeholder(str)  # noise recordings; None: white noise
-  section.speed = 0.0          # speed factor in [1 - speed, 1 + speed] (0.1: +-10 %)
-  section.mixup_alpha = 0.0    # mixup with Beta(alpha, alpha) weights (0.2 is common)
-  return section
+# The fields of `config.train.augment` (their defaults: `wavejax.config.augment_config`).
+CONFIG_FIELDS = ("gain_db", "shift_seconds", "noise_snr_db", "noise_dir", "speed", "mixup_alpha")
 
 
 def settings_from_config(section, num_classes: int, sample_rate: int) -> Settings:
   """`Settings` from `config.train.augment` (a ConfigDict or dict; None: all off), checking every
   value with a one-line `ConfigError` naming the field."""
-  known = set(config_section().keys())
+  known = set(CONFIG_FIELDS)
   section = {} if section is None else dict(section.items())
   unknown = sorted(set(section) - known)
   if unknown:

@@ -25,8 +25,9 @@ from absl import logging
 from wavejax import errors
 from wavejax.data import pipeline
 from wavejax.models import create_model
+from wavejax.reporting import predictions as predictions_lib
 from wavejax.reporting import results
-from wavejax.training import checkpoint, feeding, parallel, precise_bn, preemption, steps
+from wavejax.training import augment, checkpoint, feeding, parallel, precise_bn, preemption, steps
 from wavejax.training import hooks as hooks_lib
 
 # Steps between checks of the running training loss for NaN/Inf (each waits for the device).
@@ -78,21 +79,34 @@ class FoldTrainer:
                                      self.steps_per_epoch, self.fold)
     replicated, sharded = parallel.replicated(self.mesh), parallel.batch_sharded(self.mesh)
     self.state = jax.device_put(state, replicated)
-    step = functools.partial(steps.train_step, double_softmax=train_cfg.double_softmax)
-    self.train_step = jax.jit(step, in_shardings=(replicated, sharded),
-                              out_shardings=(replicated, replicated), donate_argnums=0)
+    augmentation = augment.settings_from_config(train_cfg.augment, len(data.classes),
+                                                config.data.sample_rate)
+    self.noise = (None if augmentation.noise_dir is None else jax.device_put(
+        augment.load_noise_clips(augmentation.noise_dir, config.data.sample_rate,
+                                 data.waveforms.shape[1]), replicated))
+    options = jit_options(train_cfg)
+    step = jax.jit(functools.partial(steps.train_step, double_softmax=train_cfg.double_softmax,
+                                     augmentation=augmentation),
+                   in_shardings=(replicated, sharded, replicated),
+                   out_shardings=(replicated, replicated), donate_argnums=0, **options)
+    self.train_step = lambda state, batch: step(state, batch, self.noise)
     self.eval_step = jax.jit(steps.eval_step, in_shardings=(replicated, sharded),
-                             out_shardings=replicated)
+                             out_shardings=replicated, **options)
     self.all_finite = jax.jit(steps.all_finite, in_shardings=replicated,
                               out_shardings=replicated)
     self.batch_moments = jax.jit(precise_bn.batch_moments, in_shardings=(replicated, sharded),
-                                 out_shardings=replicated)
+                                 out_shardings=replicated, **options)
+    self.feeder = feeding.Feeder(data.waveforms, data.targets, self.mesh,
+                                 train_cfg.data_on_device)
     self.checkpointer = (checkpoint.Checkpointer(fold_dir / "checkpoints", cleanup=True)
                          if fold_dir is not None and train_cfg.checkpoint else None)
     self.stop = preemption.StopSignals(enabled=False)
     self.hooks = hooks_lib.default_hooks(config, fold_dir) if hooks is None else list(hooks)
     self.resume = ResumePoint()
     self.best = None  # {"params", "batch_stats"} of the best epoch on validation
+    # {"epoch", "val", "test"}: the class probabilities of the best epoch on test (paper-style).
+    self.best_test = None
+    self.last_probabilities = {}  # split -> `[N, C]` of the latest evaluation
 
   @property
   def history(self) -> list[dict]:
@@ -139,6 +153,7 @@ class FoldTrainer:
     self.state, meta = restored
     self.resume = ResumePoint(epoch=int(meta["epoch"]), history=meta["history"],
                               partial=meta.get("partial"), saved_step=int(self.state.step))
+    self.best_test = meta.get("best_test_probabilities")
     best = self.checkpointer.restore_best(self.weights())
     self.best = None if best is None else best[0]
     where = self.fold_dir / "checkpoints"
@@ -151,11 +166,8 @@ class FoldTrainer:
     return self.resume.epoch
 
   def batches(self, order: np.ndarray, batch_size: int, first_batch: int = 0):
-    """The global batches of `order` on the mesh; this process loads only its rows of each."""
-    rows = parallel.local_rows(self.mesh, batch_size)
-    for batch in pipeline.batches(self.data.waveforms, self.data.targets, order, batch_size,
-                                  first_batch=first_batch, rows=rows):
-      yield parallel.put_batch(batch, self.mesh)
+    """The global batches of `order` on the mesh (`feeding.Feeder`)."""
+    return self.feeder.batches(order, batch_size, first_batch)
 
   def train_epoch(self, epoch: int) -> dict:
     """One epoch of training (the rest of it after a mid-epoch resume); its loss and accuracy."""
@@ -173,6 +185,8 @@ class FoldTrainer:
       sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
       if (step + 1) % FINITE_CHECK_EVERY == 0:
         self.check_finite(epoch, step + 1, sums)
+      for hook in self.hooks:
+        hook.step_end(self, epoch, step)
     # Steps are dispatched asynchronously: wait for the last one, or the time (and utt/s) would
     # count only the dispatching when the device is the bottleneck.
     sums = jax.block_until_ready(sums)
@@ -218,7 +232,8 @@ class FoldTrainer:
         self.check_finite(epoch, step, sums, weights=True)
         partial = {"step_in_epoch": step, "seconds": seconds,
                    "sums": {name: float(value) for name, value in jax.device_get(sums).items()}}
-        self.save_latest({"epoch": epoch - 1, "history": self.history, "partial": partial})
+        self.save_latest({"epoch": epoch - 1, "history": self.history, "partial": partial,
+                          "best_test_probabilities": self.best_test})
     raise errors.Preempted(
         f"preempted by {self.stop.signal_name} at fold {self.fold} epoch {epoch} step "
         f"{step}/{self.steps_per_epoch}; rerun the same command to resume (from {resumes})",
@@ -232,10 +247,14 @@ class FoldTrainer:
   def weights(self) -> dict:
     return {"params": self.state.params, "batch_stats": self.state.batch_stats}
 
-  def predict(self, indices: np.ndarray, weights=None) -> np.ndarray:
+  def predict(self, indices: np.ndarray, weights=None) -> tuple[np.ndarray, np.ndarray]:
+    """(predicted classes, `[N, C]` class probabilities) of the utterances `indices`."""
     state = self.state if weights is None else self.state.replace(**weights)
-    predictions = [np.asarray(self.eval_step(state, batch)) for batch in self.eval_batches(indices)]
-    return np.concatenate(predictions)[:len(indices)]
+    outputs = [jax.device_get(self.eval_step(state, batch))
+               for batch in self.eval_batches(indices)]
+    predicted = np.concatenate([p for p, _ in outputs])[:len(indices)]
+    probabilities = np.concatenate([q for _, q in outputs])[:len(indices)]
+    return predicted, probabilities
 
   def eval_batches(self, indices: np.ndarray):
     """`indices` in full evaluation batches, the rest in one batch padded to a power of two."""
@@ -246,15 +265,62 @@ class FoldTrainer:
       yield from self.batches(indices[start:start + size], size)
       start += size
 
-  def metrics(self, indices: np.ndarray, weights=None) -> dict:
+  def evaluated(self, indices: np.ndarray) -> np.ndarray:
+    """The utterances of `indices` that evaluation scores (all, or whole batches only with
+    `train.drop_last_eval_batch`, as the paper's code)."""
     if self.config.train.drop_last_eval_batch and len(indices) >= self.eval_batch_size:
-      indices = indices[:len(indices) // self.eval_batch_size * self.eval_batch_size]
-    return results.classification_metrics(self.data.targets[indices],
-                                          self.predict(indices, weights), len(self.data.classes))
+      return indices[:len(indices) // self.eval_batch_size * self.eval_batch_size]
+    return indices
+
+  def metrics(self, indices: np.ndarray, weights=None, split: str | None = None) -> dict:
+    """WA, UA, F1 and the confusion matrix of `indices`; with `split`, their probabilities are
+    kept in `last_probabilities[split]`."""
+    indices = self.evaluated(indices)
+    predicted, probabilities = self.predict(indices, weights)
+    if split is not None:
+      self.last_probabilities[split] = probabilities
+    return results.classification_metrics(self.data.targets[indices], predicted,
+                                          len(self.data.classes))
+
+  def write_predictions(self, selected_epoch: int, best_test_epoch: int) -> None:
+    """`fold_<k>/predictions.csv` (`reporting.predictions`): per validation and test utterance,
+    the predictions of the selected epoch (made again from its weights) and of the best epoch on
+    test (kept when that epoch was evaluated; a run resumed from an older version's checkpoint
+    may lack them, and then the file holds the selected epoch's only)."""
+    if self.fold_dir is None:
+      return
+    groups = []
+    for split in ("val", "test"):  # every process evaluates: the steps are collective
+      predicted, probabilities = self.predict(self.evaluated(getattr(self.data.split, split)),
+                                              self.best)
+      groups.append(self.prediction_group("selected", selected_epoch, split, predicted,
+                                          probabilities))
+    kept = self.best_test
+    if kept is not None and kept["epoch"] == best_test_epoch:
+      for split in ("val", "test"):
+        probabilities = np.asarray(kept[split], np.float64)
+        groups.append(self.prediction_group("best_test", best_test_epoch, split,
+                                            probabilities.argmax(axis=-1), probabilities))
+    else:
+      logging.warning("fold %d: the predictions of epoch %d (best on test) were not kept by "
+                      "the version that trained it; %s has the selected epoch's only", self.fold,
+                      best_test_epoch, self.fold_dir / predictions_lib.FILENAME)
+    if parallel.is_primary():
+      predictions_lib.write(self.fold_dir / predictions_lib.FILENAME, groups)
+
+  def prediction_group(self, kind: str, epoch: int, split: str, predicted: np.ndarray,
+                       probabilities: np.ndarray) -> predictions_lib.Predictions:
+    indices = self.evaluated(getattr(self.data.split, split))
+    utterances = [self.data.manifest[int(i)] for i in indices]
+    return predictions_lib.Predictions(
+        kind, epoch, split, [u.utt_id for u in utterances], [u.speaker for u in utterances],
+        [u.session for u in utterances], self.data.targets[indices], predicted,
+        np.asarray(probabilities, np.float64), tuple(self.data.classes))
 
   def evaluate_epoch(self) -> dict:
     self.recalibrate_batch_norm()
-    return {"val": self.metrics(self.data.split.val), "test": self.metrics(self.data.split.test)}
+    return {"val": self.metrics(self.data.split.val, split="val"),
+            "test": self.metrics(self.data.split.test, split="test")}
 
   def recalibrate_batch_norm(self) -> None:
     """Sets the batch norm statistics to their population values on `precise_bn_batches` full
@@ -282,8 +348,13 @@ class FoldTrainer:
     improved = record["val"][metric] > best_so_far
     if improved:  # a copy: the next train_step donates (and frees) the state's buffers
       self.best = jax.tree.map(jnp.copy, self.weights())
+    best_test_so_far = max((r["test"]["wa"] for r in self.history[:-1]), default=-1.0)
+    if record["test"]["wa"] > best_test_so_far:
+      self.best_test = {"epoch": epoch, **{split: probabilities.tolist() for split, probabilities
+                                           in self.last_probabilities.items()}}
     if self.checkpointer is not None:
-      meta = {"epoch": epoch, "history": self.history}
+      meta = {"epoch": epoch, "history": self.history,
+              "best_test_probabilities": self.best_test}
       if improved:
         self.checkpointer.save_best(epoch, self.weights(), meta)
       self.save_latest(meta)
@@ -305,6 +376,7 @@ class FoldTrainer:
     selected = max(self.history, key=lambda r: r["val"][metric])
     best_test = max(self.history, key=lambda r: r["test"]["wa"])
     train_metrics = self.metrics(self.data.split.train, self.best)
+    self.write_predictions(selected["epoch"], best_test["epoch"])
     split = self.data.split
     return results.FoldResult(
         model=self.config.model.name, task=self.config.task,
@@ -316,6 +388,14 @@ class FoldTrainer:
         best_test_ua=best_test["test"]["ua"],
         train_utterances_per_s=float(np.median([r["utterances_per_s"] for r in self.history])),
         history=self.history)
+
+
+def jit_options(train_config) -> dict:
+  """`jax.jit` options of the steps: XLA's deterministic GPU kernels with `train.deterministic`
+  (CPU kernels are deterministic already; the option is a GPU compiler setting)."""
+  if train_config.deterministic and jax.default_backend() == "gpu":
+    return {"compiler_options": {"xla_gpu_deterministic_ops": True}}
+  return {}
 
 
 def format_seconds(seconds: float) -> str:

@@ -11,6 +11,7 @@ import optax
 from flax.training import train_state
 
 from wavejax import errors
+from wavejax.training import augment
 
 
 class TrainState(train_state.TrainState):
@@ -43,15 +44,27 @@ def step_key(state: TrainState) -> jax.Array:
   return jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
 
 
-def train_step(state: TrainState, batch: dict, double_softmax: bool = False
-               ) -> tuple[TrainState, dict]:
-  """One Adam step on a batch `{waveforms [B, T], labels [B], weights [B]}`."""
+def train_step(state: TrainState, batch: dict, noise=None, *, double_softmax: bool = False,
+               augmentation: augment.Settings = augment.Settings()) -> tuple[TrainState, dict]:
+  """One Adam step on a batch `{waveforms [B, T], labels [B], weights [B]}`.
+
+  `augmentation` (static) is applied to the batch first, from a key of (seed, fold, step) alone
+  (`augment.step_key`), so a resumed run draws what an unbroken one does; `noise`: the clips of
+  `augmentation.noise_dir`. Accuracy is counted against the batch's own labels.
+  """
   dropout_key = step_key(state)
+  batch = augment.augment(
+      augment.step_key(jax.random.wrap_key_data(state.key), state.step), batch, augmentation,
+      noise)
 
   def loss_fn(params):
     logits, updates = state.apply_fn(state.variables(params), batch["waveforms"], train=True,
                                      rngs={"dropout": dropout_key}, mutable=["batch_stats"])
-    loss = cross_entropy(logits, batch["labels"], batch["weights"], double_softmax)
+    if "targets" in batch:  # mixup's soft labels
+      loss = augment.soft_cross_entropy(logits, batch["targets"], batch["weights"],
+                                        double_softmax)
+    else:
+      loss = cross_entropy(logits, batch["labels"], batch["weights"], double_softmax)
     return loss, (logits, updates)
 
   (loss, (logits, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -64,10 +77,10 @@ def train_step(state: TrainState, batch: dict, double_softmax: bool = False
   return state, metrics
 
 
-def eval_step(state: TrainState, batch: dict) -> jax.Array:
-  """Predicted class of every example of `batch`."""
+def eval_step(state: TrainState, batch: dict) -> tuple[jax.Array, jax.Array]:
+  """(predicted class, class probabilities) of every example of `batch`."""
   logits = state.apply_fn(state.variables(), batch["waveforms"], train=False)
-  return jnp.argmax(logits, -1)
+  return jnp.argmax(logits, -1), jax.nn.softmax(logits.astype(jnp.float32))
 
 
 def all_finite(tree) -> jax.Array:
