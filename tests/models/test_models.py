@@ -9,7 +9,7 @@ import configs.simplenet_cnn as simplenet_cnn_config
 from helpers import frontend
 from wavejax import errors
 from wavejax.models import create_model, filters
-from wavejax.models.frontends import SimpleNetFrontend
+from wavejax.models.frontends import SimpleNetFrontend, WaveRNNFrontend
 
 
 def reference_frontend(waveforms, kernel, bias, window, padding, activation="none"):
@@ -113,3 +113,34 @@ def test_unknown_model_and_bad_options():
   with pytest.raises(errors.ConfigError, match="padding"):
     module = frontend(SimpleNetFrontend, compression="none", padding="zero")
     module.init(jax.random.key(0), jnp.zeros((1, 1280)))
+
+
+@pytest.mark.parametrize("cls, window_ms", [(SimpleNetFrontend, 0.0), (SimpleNetFrontend, 0.01),
+                                            (WaveRNNFrontend, 0.0)])
+def test_window_of_no_samples_is_a_config_error(cls, window_ms):
+  """0 ms, or less than half a sample at 16 kHz: a one-line error, not a ZeroDivisionError."""
+  module = frontend(cls, window_ms=window_ms)
+  with pytest.raises(errors.ConfigError, match="config.model.frontend.window_ms") as raised:
+    module.init(jax.random.key(0), jnp.zeros((1, 1600)))
+  assert "\n" not in str(raised.value)
+
+
+def test_kernel_longer_than_the_window_warns_once(caplog):
+  """Legal but odd with per-window padding: the kernel mostly sees zeros. One warning, no error."""
+  module = frontend(SimpleNetFrontend, compression="none", num_filters=3, kernel_size=200,
+                    window_ms=10.0)
+  x = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (1, 1600)), jnp.float32)
+  with caplog.at_level("WARNING"):
+    params = module.init(jax.random.key(0), x)["params"]
+    out = module.apply({"params": params}, x)
+    jax.jit(module.apply)({"params": params}, x)
+  assert out.shape == (1, 10, 3) and bool(jnp.all(jnp.isfinite(out)))
+  warnings = [r.getMessage() for r in caplog.records if "kernel_size" in r.getMessage()]
+  assert len(warnings) == 1
+  assert "config.model.frontend.kernel_size=200" in warnings[0] and "160 samples" in warnings[0]
+  caplog.clear()
+  signal = frontend(SimpleNetFrontend, compression="none", num_filters=3, kernel_size=200,
+                    window_ms=10.0, padding="signal")
+  with caplog.at_level("WARNING"):
+    signal.init(jax.random.key(0), x)
+  assert not [r for r in caplog.records if "kernel_size" in r.getMessage()]

@@ -4,8 +4,13 @@ The paper pads or cuts every utterance to 6 s at 16 kHz (96,000 samples). Whatev
 decodes is accepted: 8/16/24/32-bit PCM and float WAV, FLAC, OGG/Vorbis, MP3, AIFF, ..., mono,
 stereo or multichannel (averaged), at any integer rate (polyphase resampling). A file that cannot
 give a usable waveform (missing, a directory, empty, not audio, a truncated header, no samples,
-NaN or infinite samples) raises a one-line `AudioError` naming the file and what is wrong. Silent
-files decode normally (all zeros); `is_silent` lets callers report them.
+NaN or infinite samples, data cut short of what the header declares) raises a one-line
+`AudioError` naming the file and what is wrong. Silent files decode normally (all zeros);
+`is_silent` lets callers report them.
+
+A WAV (RIFF, RF64, W64) or AIFF file cut by an interrupted copy still opens: libsndfile reads the
+frames that are there and says nothing, so `stored_frames` compares the frame count the header
+declares with what the file's size holds. (A cut FLAC or OGG file fails to decode on its own.)
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import hashlib
 import math
 import os
 import re
+import struct
 
 import numpy as np
 import soundfile
@@ -57,7 +63,125 @@ def _decode(path) -> tuple[np.ndarray, int]:
   if not np.all(np.isfinite(data)):
     raise errors.AudioError(f"{path}: the file holds NaN or infinite samples; "
                             "repair it or remove it from the dataset")
+  check_complete(path, int(file_rate))
   return data, int(file_rate)
+
+
+# Phrase of the error for a file cut short; the data summary counts these as "truncated".
+CUT = "the file was cut"
+
+
+def check_complete(path, sample_rate: int) -> None:
+  """Raises `AudioError` when the file holds fewer frames than its header declares."""
+  try:
+    frames = stored_frames(path)
+  except OSError:
+    return  # (the decoder read it: nothing more to say)
+  if frames is None or frames[1] >= frames[0]:
+    return
+  declared, held = frames
+  raise errors.AudioError(
+      f"{path}: {CUT}: its header declares {declared} frames ({declared / sample_rate:.2f} s) but "
+      f"it holds {held} ({100.0 * held / declared:.0f}%); restore the whole file (an interrupted "
+      "copy?) or remove it from the dataset")
+
+
+def stored_frames(path) -> tuple[int, int] | None:
+  """`(frames the header declares, whole frames the file holds)` of a WAV, RF64, W64 or AIFF file;
+  None for other formats or a header that does not say (a streamed file's length 0 or ~0)."""
+  with open(path, "rb") as f:
+    size = os.fstat(f.fileno()).st_size
+    head = f.read(16)
+    if head[:4] in (b"RIFF", b"RIFX", b"RF64", b"BW64") and head[8:12] == b"WAVE":
+      return _riff_frames(f, size, ">" if head[:4] == b"RIFX" else "<")
+    if head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"):
+      return _aiff_frames(f, size)
+    if head[:4] == b"riff" and head[4:16] == _W64_GUID_TAIL:
+      return _w64_frames(f, size)
+  return None
+
+
+# The 12 bytes that follow the tag in every Sony Wave64 chunk GUID (`riff`, `fmt `, `data`, ...).
+_W64_GUID_TAIL = bytes.fromhex("2e91cf11a5d628db04c10000")
+_UNKNOWN_SIZES = (0, 0xFFFFFFFF, 0xFFFFFFFFFFFFFFFF)
+_MAX_CHUNKS = 256
+
+
+def _held(declared_bytes: int, data_start: int, size: int, frame_bytes: int):
+  if declared_bytes in _UNKNOWN_SIZES or frame_bytes <= 0:
+    return None
+  return declared_bytes // frame_bytes, max(0, size - data_start) // frame_bytes
+
+
+def _riff_frames(f, size: int, order: str):
+  position, frame_bytes, data64 = 12, 0, None
+  for _ in range(_MAX_CHUNKS):
+    f.seek(position)
+    header = f.read(8)
+    if len(header) < 8:
+      return None
+    tag, length = header[:4], struct.unpack(order + "I", header[4:])[0]
+    if tag == b"ds64":  # RF64: the real sizes (riff, data, sample count) as 64-bit numbers
+      body = f.read(16)
+      data64 = struct.unpack("<Q", body[8:16])[0] if len(body) == 16 else None
+    elif tag == b"fmt ":
+      body = f.read(14)
+      frame_bytes = struct.unpack(order + "H", body[12:14])[0] if len(body) == 14 else 0
+    elif tag == b"data":
+      if length == 0xFFFFFFFF and data64 is not None:
+        length = data64
+      return _held(length, position + 8, size, frame_bytes)
+    position += 8 + length + (length & 1)
+  return None
+
+
+def _aiff_frames(f, size: int):
+  position, frames, frame_bytes, aifc = 12, None, 0, False
+  f.seek(8)
+  aifc = f.read(4) == b"AIFC"
+  for _ in range(_MAX_CHUNKS):
+    f.seek(position)
+    header = f.read(8)
+    if len(header) < 8:
+      return None
+    tag, length = header[:4], struct.unpack(">I", header[4:])[0]
+    if tag == b"COMM":
+      body = f.read(22)
+      if len(body) < 8:
+        return None
+      channels, frames, bits = struct.unpack(">hIh", body[:8])
+      compression = body[18:22] if aifc and len(body) >= 22 else b"NONE"
+      if compression not in (b"NONE", b"sowt", b"twos", b"fl32", b"FL32", b"fl64", b"FL64",
+                             b"raw "):
+        return None  # compressed: the bits per sample do not give the bytes per frame
+      frame_bytes = channels * ((bits + 7) // 8)
+    elif tag == b"SSND":
+      offset = f.read(4)
+      if frames is None or len(offset) < 4:
+        return None
+      start = position + 16 + struct.unpack(">I", offset)[0]
+      return _held(frames * frame_bytes, start, size, frame_bytes)
+    position += 8 + length + (length & 1)
+  return None
+
+
+def _w64_frames(f, size: int):
+  position, frame_bytes = 40, 0  # riff GUID, 64-bit size, wave GUID
+  for _ in range(_MAX_CHUNKS):
+    f.seek(position)
+    header = f.read(24)
+    if len(header) < 24:
+      return None
+    tag, length = header[:4], struct.unpack("<Q", header[16:24])[0]  # length includes the header
+    if tag == b"fmt ":
+      body = f.read(14)
+      frame_bytes = struct.unpack("<H", body[12:14])[0] if len(body) == 14 else 0
+    elif tag == b"data":
+      return _held(length - 24, position + 24, size, frame_bytes)
+    if length < 24:
+      return None
+    position += (length + 7) // 8 * 8
+  return None
 
 
 def _is_lfs_pointer(path) -> bool:
@@ -83,6 +207,9 @@ def check_file(path) -> None:
   if os.path.getsize(path) == 0:
     raise errors.AudioError(f"{path}: the file is empty (0 bytes); restore it or remove it from "
                             "the dataset")
+  if not os.access(path, os.R_OK):
+    raise errors.AudioError(f"{path}: the file is not readable (permission denied); check its "
+                            "permissions or remove it from the dataset")
 
 
 def resample(waveform: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:

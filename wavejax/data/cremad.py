@@ -68,6 +68,7 @@ def scan(root, *, num_folds: int = 5) -> Manifest:
   durations = corpus.durations(path for path, _ in parsed)
   utterances = [_utterance(path, fields, genders, groups, duration)
                 for (path, fields), duration in zip(parsed, durations)]
+  utterances = corpus.check_distinct(utterances, notes, str(root))
   utterances.sort(key=lambda u: (u.speaker, u.utt_id))
   corpus.log_notes("cremad", notes)
   return Manifest(tuple(utterances), dataset="cremad", root=str(root),

@@ -71,6 +71,7 @@ def scan(root, *, num_folds: int = 5) -> Manifest:
   durations = corpus.durations(path for path, _ in parsed)
   utterances = [_utterance(path, match, groups, duration)
                 for (path, match), duration in zip(parsed, durations)]
+  utterances = corpus.check_distinct(utterances, notes, str(root))
   utterances.sort(key=lambda u: (u.speaker, u.utt_id))
   notes.sort()
   corpus.log_notes("emodb", notes)

@@ -2,9 +2,11 @@
 
 Every audio file soundfile may read (`corpus.AUDIO_SUFFIXES`: wav, flac, ogg, mp3, aiff, ...) at
 any depth under a label folder belongs to that label. Hidden entries, `__MACOSX` and files
-directly in `root` are ignored (noted). Speaker and gender are unknown, so the files are dealt to
-`num_folds` label-stratified groups one by one (such folds are not speaker-independent; use the
-`manifest` dataset with a speaker column for that). The `emotion` task uses the folders named
+directly in `root` are ignored (noted). A file reached twice through links (e.g. a link from a
+label folder back to `root`) is one file: used once under one label, an error under two. Speaker
+and gender are unknown, so the files are dealt to `num_folds` label-stratified groups one by one
+(such folds are not speaker-independent; use the `manifest` dataset with a speaker column for
+that). The `emotion` task uses the folders named
 neutral, happy, sad and angry; the `label` task every folder.
 """
 
@@ -37,6 +39,7 @@ def scan(root, *, num_folds: int = 5) -> Manifest:
   if not utterances:
     raise errors.DatasetError(f"{root}: no audio file in any label sub-folder; expected "
                               "root/<label>/<file>.wav")
+  utterances = corpus.check_distinct(utterances, notes, str(root))
   durations = corpus.durations(u.path for u in utterances)
   utterances = [dataclasses.replace(u, duration_s=d) for u, d in zip(utterances, durations)]
   utterances = grouping.assign_groups(utterances, num_folds, what=str(root))

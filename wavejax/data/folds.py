@@ -16,7 +16,9 @@ Tasks (the utterance field classified, and its classes):
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import hashlib
 import json
 import pathlib
 
@@ -113,8 +115,9 @@ def num_folds(manifest: Manifest) -> int:
 def write_assignment(manifest: Manifest, path, classes=None) -> pathlib.Path:
   """Writes the fold assignment (utterance -> session/group, and each fold's speakers) as JSON.
 
-  Fold k tests on the k-th session in sorted order. The file is written atomically; pass it back
-  through `config.data.fold_assignment` (or `apply_assignment`) to reuse the same folds.
+  Fold k tests on the k-th session in sorted order. The file is written atomically, with a
+  SHA-256 digest of its content (`digest`) that `read_assignment` checks; pass it back through
+  `config.data.fold_assignment` (or `apply_assignment`) to reuse the same folds.
   """
   path = pathlib.Path(path)
   sessions = manifest.sessions
@@ -126,19 +129,51 @@ def write_assignment(manifest: Manifest, path, classes=None) -> pathlib.Path:
   data = {"dataset": manifest.dataset, "root": manifest.root, "num_folds": len(sessions),
           "classes": None if classes is None else list(classes), "folds": folds,
           "utterances": {u.utt_id: u.session for u in manifest}}
+  data["digest"] = _assignment_digest(data)
   return atomic.atomic_write(path, json.dumps(data, indent=1))
 
 
+def _assignment_digest(data: dict) -> str:
+  content = {k: v for k, v in data.items() if k != "digest"}
+  return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
 def read_assignment(path) -> dict[str, int]:
-  """utt_id -> session from a file written by `write_assignment`."""
+  """utt_id -> session from a file written by `write_assignment`.
+
+  A damaged file (not JSON, cut, edited: its digest or its fold table no longer matches its
+  utterances) is a one-line `DatasetError`: it pins the folds of the results beside it, so it is
+  never guessed at.
+  """
   path = pathlib.Path(path).expanduser()
   try:
     data = json.loads(path.read_text())
-    return {str(k): int(v) for k, v in data["utterances"].items()}
+    assignment = {str(k): int(v) for k, v in data["utterances"].items()}
+    problem = _assignment_problem(data, assignment)
   except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-    raise errors.DatasetError(f"{path}: not a readable fold assignment ({type(e).__name__}: {e}); "
-                              "point config.data.fold_assignment at a folds.json that wavejax "
-                              "wrote") from e
+    problem = f"{type(e).__name__}: {e}"
+  if problem:
+    raise errors.DatasetError(
+        f"{path}: not a readable fold assignment ({problem}); it pins the folds of the results "
+        "beside it: restore it from a copy, or delete it and rerun the run that wrote it (without "
+        "config.data.fold_assignment) to write it again")
+  return assignment
+
+
+def _assignment_problem(data: dict, assignment: dict[str, int]) -> str | None:
+  """Why `data` is not an intact `write_assignment` file, or None (files written before the digest
+  was added are checked for consistency only)."""
+  if not assignment:
+    return "it lists no utterance"
+  if "digest" in data and data["digest"] != _assignment_digest(data):
+    return "its content does not match its digest: edited or damaged"
+  counts = collections.Counter(assignment.values())
+  if "num_folds" in data and data["num_folds"] != len(counts):
+    return f"num_folds is {data['num_folds']} but the utterances have {len(counts)} groups"
+  table = data.get("folds") or []
+  if table and {f["test_session"]: f["num_utterances"] for f in table} != dict(counts):
+    return "its fold table does not match its utterances"
+  return None
 
 
 def apply_assignment(manifest: Manifest, path) -> Manifest:

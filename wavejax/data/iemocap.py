@@ -6,6 +6,10 @@ Layout (docs/reference.md#iemocap-layout-and-label-rules):
 `Session{s}/sentences/wav/{dialog}/{utt_id}.wav`. The speaker's gender is the first letter of the
 utterance id's last token (`Ses01F_impro01_M013` is a male speaker); the letter after `SesNN` only
 says who wore the motion-capture markers.
+
+A summary line without its `[V, A, D]` part (a hand-edited or converted label file) is used, since
+the dimensional ratings are not needed, and logged (file and line); a line that starts like a
+summary line but does not parse (cut, or a malformed id) is logged and not used.
 """
 
 from __future__ import annotations
@@ -20,11 +24,14 @@ from wavejax.data import corpus
 from wavejax.data.manifest import Manifest, Utterance
 
 SESSIONS = (1, 2, 3, 4, 5)
-# Tolerant of spaces instead of tabs, integer times and trailing whitespace / `\r`.
+# Tolerant of spaces instead of tabs, integer times and trailing whitespace / `\r`; the
+# `[V, A, D]` part may be missing (groups 7-9 are then None).
 SUMMARY_LINE = re.compile(
     r"^\[(\d+(?:\.\d+)?)\s*-\s*(\d+(?:\.\d+)?)\]\s+"
-    r"(Ses0([1-5])[MF]_\S+_([MF])\d{3})\s+([A-Za-z]{3})\s+"
-    r"\[([-\d.]+),\s*([-\d.]+),\s*([-\d.]+)\]\s*$")
+    r"(Ses0([1-5])[MF]_\S+_([MF])\d{3})\s+([A-Za-z]{3})"
+    r"(?:\s+\[([-\d.]+),\s*([-\d.]+),\s*([-\d.]+)\])?\s*$")
+# What a summary line starts with: `[<time> - `.
+SUMMARY_START = re.compile(r"^\[\d+(?:\.\d+)?\s*-")
 EMOTION_CODES = {"neu": "neutral", "hap": "happy", "exc": "happy", "sad": "sad", "ang": "angry"}
 
 
@@ -63,11 +70,22 @@ def parse_label_file(path: pathlib.Path) -> list[tuple[str, str]]:
   except OSError as e:
     raise errors.LabelFileError(f"{path}: cannot read label file ({e.strerror or e}); "
                                 "check its permissions or restore it from the corpus") from e
-  entries = []
-  for line in text.splitlines():
+  entries, without_vad, malformed = [], [], []
+  for number, line in enumerate(text.splitlines(), start=1):
     match = SUMMARY_LINE.match(line.strip())
     if match:
       entries.append((match.group(3), match.group(6).lower()))
+      if match.group(7) is None:
+        without_vad.append(number)
+    elif SUMMARY_START.match(line.strip()):
+      malformed.append(number)
+  if without_vad:
+    logging.warning("%s:%d: summary line without its [V, A, D] part (%d such line(s) in the file); "
+                    "used, as only the category is needed", path, without_vad[0], len(without_vad))
+  if malformed and entries:
+    logging.warning("%s:%d: not a valid '[start - end] utt_id code [V, A, D]' summary line (%d "
+                    "such line(s) in the file); not used, restore the file from the corpus",
+                    path, malformed[0], len(malformed))
   if not entries and text.strip():
     raise errors.LabelFileError(
         f"{path}: no '[start - end] utt_id code [V, A, D]' summary line found; this is not an "
@@ -119,8 +137,11 @@ def scan(root, *, merge_excited: bool = True, missing_audio: str = "error") -> M
   seconds = corpus.durations(wav for wav, *_ in found)
   utterances = sorted((_utterance(*entry, duration) for entry, duration in zip(found, seconds)),
                       key=lambda u: (u.session, u.utt_id))
+  notes = []
+  utterances = corpus.check_distinct(utterances, notes, str(root))
+  corpus.log_notes("iemocap", notes)
   _warn_missing_sessions(root, {u.session for u in utterances})
-  return Manifest(tuple(utterances), dataset="iemocap", root=str(root))
+  return Manifest(tuple(utterances), dataset="iemocap", root=str(root), notes=tuple(notes))
 
 
 def _utterance(wav: pathlib.Path, utt_id: str, session: int, emotion: str,

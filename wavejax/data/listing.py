@@ -67,6 +67,7 @@ def scan(root, *, num_folds: int = 5, missing_audio: str = "error") -> Manifest:
   notes, missing = [], []
   utterances = _utterances(path, rows, columns, notes, missing)
   corpus.report_missing(missing, missing_audio)
+  utterances = corpus.check_distinct(utterances, notes, str(path))
   if not utterances:
     raise errors.DatasetError(f"{path}: none of the listed audio files exists")
   if "session" in columns:

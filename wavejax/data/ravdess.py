@@ -70,6 +70,7 @@ def scan(root, *, calm_as_neutral: bool = False, num_folds: int = 5) -> Manifest
   durations = corpus.durations(path for path, _ in parsed)
   utterances = [_utterance(path, fields, emotions, duration, num_folds)
                 for (path, fields), duration in zip(parsed, durations)]
+  utterances = corpus.check_distinct(utterances, notes, str(root))
   utterances.sort(key=lambda u: (u.speaker, u.utt_id))
   notes.sort()
   corpus.log_notes("ravdess", notes)

@@ -5,7 +5,8 @@ JSON-friendly dict; `format_summary` renders it as text. `python -m wavejax.data
 command-line front end (`wavejax/data/__main__.py`).
 
 Problems reported, one line each: files the loader did not use (`Manifest.notes`), missing files,
-unreadable files (not audio, truncated, empty, NaN/Inf samples, directories), silent files,
+unreadable files (not audio, a truncated header, empty, NaN/Inf samples, directories), truncated
+files (data cut short of the frames the header declares), silent files,
 duplicates (the same file, utterance id or audio content listed twice), utterances whose label is
 outside the task, unknown genders for the gender task, and speakers split across folds.
 """
@@ -79,7 +80,8 @@ def _file_problems(manifest: Manifest, reports) -> list[dict]:
   found = []
   for report in reports:
     if report.error:
-      kind = "missing" if "does not exist" in report.error else "unreadable"
+      kind = ("missing" if "does not exist" in report.error else
+              "truncated" if audio.CUT in report.error else "unreadable")
       found.append({"kind": kind, "message": report.error})
     elif report.silent:
       found.append({"kind": "silent", "message": f"{report.path}: silent (peak {report.peak:.2g} "

@@ -26,6 +26,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from absl import logging
 
 from wavejax import errors
 from wavejax.models import filters, windowed
@@ -40,6 +41,12 @@ def window_frames(waveforms: jax.Array, window: int, kernel_size: int, padding: 
   neighbouring samples, so the result equals filtering the whole signal and then pooling.
   """
   batch, samples = waveforms.shape
+  if window < 1:
+    raise errors.ConfigError(
+        f"config.model.frontend.window_ms gives windows of {window} samples; set it to at least "
+        "one sample's duration (the paper: 40 ms)")
+  if padding == "window" and kernel_size > window:
+    _warn_kernel_longer_than_window(kernel_size, window)
   num_windows = samples // window
   if num_windows == 0:
     raise errors.ConfigError(
@@ -57,6 +64,21 @@ def window_frames(waveforms: jax.Array, window: int, kernel_size: int, padding: 
     return padded[:, starts + jnp.arange(window + kernel_size - 1)[None, :]]
   raise errors.ConfigError(
       f"config.model.frontend.padding={padding!r}: choose 'window' or 'signal'")
+
+
+_WARNED_KERNELS: set[tuple[int, int]] = set()
+
+
+def _warn_kernel_longer_than_window(kernel_size: int, window: int) -> None:
+  """Once per (kernel, window): legal, but each output then mostly sees the zero padding."""
+  if (kernel_size, window) in _WARNED_KERNELS:
+    return
+  _WARNED_KERNELS.add((kernel_size, window))
+  logging.warning(
+      "config.model.frontend.kernel_size=%d is longer than the window of %d samples "
+      "(config.model.frontend.window_ms) with padding='window': every window is padded with "
+      "zeros on its own, so the kernel mostly sees the padding; use padding='signal', a shorter "
+      "kernel or a longer window", kernel_size, window)
 
 
 def split_windows(waveforms: jax.Array, window: int) -> jax.Array:
