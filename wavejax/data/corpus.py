@@ -36,9 +36,10 @@ def walk(root: pathlib.Path, suffixes=(".wav",), recursive: bool = True):
 
   Symlinked folders are followed (a corpus assembled from links is common), each real folder once
   (by device and inode, so a link loop ends); a file reached through several links or hard links
-  is returned once, by the path with the fewest links (then the shortest), the others noted. Hidden entries (`.git`, macOS `._*` AppleDouble files)
-  and `__MACOSX` folders are skipped. A directory named like an audio file is reported, not
-  returned, as is a folder that cannot be listed (permissions).
+  is returned once, by the path with the fewest links (then the shortest), the others noted.
+  Hidden entries (`.git`, macOS `._*` AppleDouble files) and `__MACOSX` folders are skipped. A
+  directory named like an audio file is reported, not returned, as is a folder that cannot be
+  listed (permissions).
   """
   candidates, notes = [], []
   for path in sorted(_entries(root, recursive, notes)):

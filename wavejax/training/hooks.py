@@ -122,8 +122,9 @@ def parameter_overview(params) -> str:
 
 
 class ProfileTrace(Hook):
-  """A JAX profiler trace (TensorBoard's profile plugin, Perfetto) of `num_steps` train steps into
-  `fold_<k>/profile`, from the second step this process trains (the first one compiles)."""
+  """A JAX profiler trace of `num_steps` train steps into `fold_<k>/profile`, from the second
+  step this process trains (the first one compiles): TensorBoard's profile plugin reads the
+  `.xplane.pb`, https://ui.perfetto.dev the `perfetto_trace.json.gz` beside it."""
 
   def __init__(self, fold_dir, num_steps: int):
     self.directory, self.num_steps = pathlib.Path(fold_dir) / "profile", num_steps
@@ -133,7 +134,7 @@ class ProfileTrace(Hook):
     self.seen += 1
     if self.seen == 1 and not self.tracing:
       jax.block_until_ready(trainer.state)
-      jax.profiler.start_trace(str(self.directory))
+      jax.profiler.start_trace(str(self.directory), create_perfetto_trace=True)
       self.tracing = True
     elif self.tracing and self.seen == 1 + self.num_steps:
       self.stop(trainer.state)
