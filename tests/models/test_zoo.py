@@ -213,7 +213,7 @@ def test_faithful_model_overrides_build_the_original_code(name):
     # scans the 64 filters, each step's features the 150 frames; no hidden dense layer
     head = 2 * 150 + lstm_params(150, 64) + lstm_params(64, 64) + dense_params(64, ())
   else:
-    head = cnn_head_params(150, 64, kernel=(3, 3), hidden=(128, 64), norm="affine")
+    head = cnn_head_params(150, 64, kernel=(3, 3), hidden=(64,), norm="affine")
   assert count(variables["params"]) == frontend + head
   short_variables, x = init(model, SHORT)
   assert bool(jnp.all(jnp.isfinite(jax.jit(model.apply)(short_variables, x))))

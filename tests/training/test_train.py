@@ -403,6 +403,11 @@ def test_faithful_switch_turns_on_every_code_behaviour(cache_dir):
   assert resolved.train.double_softmax and not resolved.train.reshuffle
   assert resolved.train.drop_last_eval_batch and resolved.train.lr_schedule == "exponential"
   assert tuple(resolved.model.head.kernel) == (3, 3) and resolved.model.head.dropout == 0.5
+  assert tuple(resolved.model.head.hidden) == (64,) and resolved.train.eval_batch_size == 32
+  rnn = wavejax_config.get_config("simplenet_rnn")
+  rnn.faithful_to_original = True
+  rnn = wavejax_config.resolve(rnn)
+  assert (rnn.model.frontend.fir_low_hz, rnn.model.frontend.fir_high_hz) == (0.8, 7600.8)
   assert not wavejax_config.resolve(tiny_config(cache_dir)).train.double_softmax
 
 

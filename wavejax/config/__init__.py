@@ -141,6 +141,7 @@ def faithful_overrides() -> dict:
       "train.reshuffle": False,
       "train.drop_last_eval_batch": True,
       "train.lr_schedule": "exponential",
+      "train.eval_batch_size": 32,  # the code evaluates whole batches of 32
   }
 
 

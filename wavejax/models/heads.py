@@ -42,9 +42,8 @@ class CNNHead(nn.Module, kw_only=True):
 
   The `[windows, filters]` output is treated as a one-channel image; four identical 2-D
   convolutions (32 filters, kernel (2, 2), ReLU), each followed by 2x2 max pooling, extract
-  time-frequency features, then `DenseClassifier`. The paper's code used 3x3 kernels and dense
-  layers of 128 and 64 units with dropout 0.5: set `kernel=(3, 3)`, `hidden=(128, 64)`,
-  `dropout=0.5`.
+  time-frequency features, then `DenseClassifier`. The paper's code used 3x3 kernels and one
+  dense layer of 64 units with dropout 0.5: set `kernel=(3, 3)`, `dropout=0.5`.
 
   `norm="batch"` puts a batch normalisation before every convolution, where the paper's code has
   its (inference-mode) BN layers; the first one normalises each front-end filter on its own, since

@@ -180,8 +180,10 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
     padding = lax.padtype_to_pads((length,), (taps,), (stride,), padding)
   (before, after), = padding
   steps = (length + before + after - taps) // stride + 1
-  if steps < 1 or (before + after < length
-                   and lhs.shape[0] * steps * taps * channels > _SMALL_PATCHES):
+  batch = lhs.shape[0]
+  if not isinstance(batch, int):  # a symbolic batch (jax.export): the rule needs its size
+    return plain()
+  if steps < 1 or (before + after < length and batch * steps * taps * channels > _SMALL_PATCHES):
     return plain()
   return _patch_conv(lhs, rhs, stride, before, after, steps, precision, preferred_element_type)
 
@@ -193,7 +195,10 @@ def _patch_conv(x, kernel, stride, before, after, steps, precision, preferred_el
   x = jnp.pad(x, ((0, 0), (max(before, 0), max(after, 0)), (0, 0)))
   x = x[:, max(-before, 0):x.shape[1] - max(-after, 0)]
   views = [x[:, j:j + stride * (steps - 1) + 1:stride] for j in range(taps)]
-  patches = jnp.stack(views, axis=2).reshape(x.shape[0] * steps, taps * channels)
+  # One concatenate of [B, steps, 1, C] views rather than `jnp.stack`, which exporters such as
+  # jax2onnx take as a primitive of its own.
+  patches = jnp.concatenate([v[:, :, None] for v in views], axis=2)
+  patches = patches.reshape(x.shape[0] * steps, taps * channels)
   out = jnp.matmul(patches, kernel.reshape(taps * channels, features), precision=precision,
                    preferred_element_type=preferred_element_type)
   return out.reshape(x.shape[0], steps, features)
