@@ -16,6 +16,9 @@ from wavejax.analysis import aliasing, band_task, equivalence, learned_filters, 
 from wavejax.models import create_model, filters
 from wavejax.training import change_rate
 
+# Compared with numpy or float32 references: float32 products on every backend.
+pytestmark = pytest.mark.float32
+
 FS = 16000.0
 
 

@@ -9,6 +9,9 @@ from jax import lax
 
 from wavejax.models import layers
 
+# Compared with numpy or float32 references: float32 products on every backend.
+pytestmark = pytest.mark.float32
+
 NWC = ("NWC", "WIO", "NWC")
 
 
@@ -79,13 +82,19 @@ def test_gradients_match_lax(case):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
-def test_short_inputs_become_one_matmul_and_long_ones_stay_convolutions():
+def test_short_inputs_become_one_matmul_and_long_ones_stay_convolutions(monkeypatch):
+  """The rule is the CPU's (its backend named explicitly, so the test holds on any machine);
+  GPUs and TPUs keep their vendor convolution for every shape."""
   def primitives(length, taps):
     x, kernel = _inputs(64, length, 32, 32, taps)
     jaxpr = jax.make_jaxpr(lambda x, k: _ours(x, k, 1, "SAME"))(x, kernel)
     return {eqn.primitive.name for eqn in jaxpr.eqns}
+  monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
   assert "dot_general" in primitives(20, 40) and "conv_general_dilated" not in primitives(20, 40)
   assert "conv_general_dilated" in primitives(640, 40)
+  for backend in ("gpu", "tpu"):
+    monkeypatch.setattr(jax, "default_backend", lambda backend=backend: backend)
+    assert "conv_general_dilated" in primitives(20, 40) and "dot_general" not in primitives(20, 40)
 
 
 def test_flax_conv_keeps_its_parameters_and_outputs():

@@ -20,6 +20,9 @@ from scipy import signal
 from wavejax.errors import ConfigError
 from wavejax.models import filters
 
+# Compared with numpy or float32 references: float32 products on every backend.
+pytestmark = pytest.mark.float32
+
 FS = 16000.0
 NYQUIST = FS / 2
 GRID = 8193  # Response grid: 0.98 Hz steps from 0 to Nyquist inclusive.

@@ -13,6 +13,9 @@ from wavejax import errors
 from wavejax.models import windowed
 from wavejax.models.windowed import fused as fused_energy
 
+# Compared with numpy or float32 references: float32 products on every backend.
+pytestmark = pytest.mark.float32
+
 ACTIVATIONS = ("none", "relu")
 # (L, K, F, N): small; odd L (not a multiple of P or of 16 rows), odd K, N and F; K > L; K = 1 on
 # one window; a single filter; more filters than one block of 16 (see test_tile_options).

@@ -14,6 +14,9 @@ from wavejax import errors, training
 from wavejax.models import create_model
 from wavejax.training import steps
 
+# Compared with numpy or float32 references: float32 products on every backend.
+pytestmark = pytest.mark.float32
+
 SAMPLES = 8000
 # bfloat16 keeps 8 bits of mantissa (relative rounding 2^-9 = 0.2 %); the errors of a few layers
 # add up to about 1 %.

@@ -11,6 +11,9 @@ from wavejax import errors
 from wavejax.models import create_model, filters
 from wavejax.models.frontends import SimpleNetFrontend, WaveRNNFrontend
 
+# Compared with numpy or float32 references: float32 products on every backend.
+pytestmark = pytest.mark.float32
+
 
 def reference_frontend(waveforms, kernel, bias, window, padding, activation="none"):
   """Loops over windows with np.correlate: per-window 'same' padding or whole-signal filtering."""

@@ -9,6 +9,9 @@ import pytest
 from wavejax import errors
 from wavejax.models.layers import max_pool
 
+# Compared with numpy or float32 references: float32 products on every backend.
+pytestmark = pytest.mark.float32
+
 CASES = [((2, 9, 7, 3), (2, 2), "SAME"), ((2, 9, 7, 3), (2, 3), "VALID"),
          ((3, 1001, 5), (8,), "SAME"), ((3, 1001, 5), (8,), "VALID"), ((4, 64, 2), (2,), "VALID"),
          ((2, 13, 4), (4,), "SAME"), ((1, 5, 6, 2), (3, 3), "SAME")]

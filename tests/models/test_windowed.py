@@ -13,6 +13,9 @@ import pytest
 from wavejax import errors
 from wavejax.models import windowed
 
+# Compared with numpy or float32 references: float32 products on every backend.
+pytestmark = pytest.mark.float32
+
 METHODS = ("conv", "toeplitz", "winograd", "fft", "auto")
 ACTIVATIONS = ("none", "relu")
 # (L, K, F): the paper's filter shape on a short window, odd K, K > L, K = 1, L not a multiple of

@@ -18,6 +18,9 @@ from wavejax import config as wavejax_config
 from wavejax import errors, training
 from wavejax.models import MODELS, create_model, filters, frontends, leaf, sincnet
 
+# Compared with numpy or float32 references: float32 products on every backend.
+pytestmark = pytest.mark.float32
+
 RATE = 16000
 LONG, SHORT = 6 * RATE, RATE // 2
 CLASSES = 4

@@ -13,6 +13,9 @@ from wavejax import config as wavejax_config
 from wavejax import errors
 from wavejax.training import augment, parallel, steps
 
+# Compared with numpy or float32 references: float32 products on every backend.
+pytestmark = pytest.mark.float32
+
 RATE = 16000
 
 

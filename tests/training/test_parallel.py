@@ -75,7 +75,9 @@ def numbers(workdir):
 
 
 def two_devices():
-  return {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+  # Two host devices per process: the CPU, selected on any machine (gloo collectives).
+  return {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+          "JAX_PLATFORMS": "cpu"}
 
 
 def test_two_processes_give_the_numbers_of_one_with_two_devices(cache_dir, tmp_path):

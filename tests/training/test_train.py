@@ -358,7 +358,9 @@ def test_several_devices_give_the_metrics_of_one(cache_dir, tmp_path):
                                       cache=str(cache_dir))
   outputs = {}
   for count in (1, 8):
-    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={count}"}
+    # Several devices on one machine: the CPU's host devices, selected on any machine.
+    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={count}",
+           "JAX_PLATFORMS": "cpu"}
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
                           text=True, timeout=600, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
