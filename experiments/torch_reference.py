@@ -1,9 +1,10 @@
 """SimpleNet-CNN in PyTorch, layer for layer as wavejax builds it: the reference of the benchmark.
 
-`experiments/benchmark.py` times `make_train_step` against wavejax's `train.train_step` (rows
-`torch/train_step/simplenet_cnn` in float32 and `torch-bf16/train_step/simplenet_cnn` under bfloat16
-autocast). The model is what a PyTorch user would write for the same network, built from the same
-`config.model` (`wavejax.models.zoo.simplenet_cnn`):
+`experiments/benchmark.py` times `make_train_step` (through `experiments/torch_cases.py`) against
+wavejax's `training.steps.train_step`: rows `torch/train_step/simplenet_cnn` in float32,
+`torch-bf16/train_step/simplenet_cnn` under bfloat16 autocast, and the same two with the model
+`torch.compile`d, on the device JAX runs on. The model is what a PyTorch user would write for
+the same network, built from the same `config.model` (`wavejax.models.zoo.simplenet_cnn`):
 
   front-end  each 40 ms window zero-padded on its own ((K - 1) // 2 before, the rest after),
              `conv1d` with F kernels of K taps (a correlation, as `lax`), optional ReLU,
@@ -16,6 +17,8 @@ autocast). The model is what a PyTorch user would write for the same network, bu
 
 `load_flax_variables` copies a wavejax model's parameters and batch-norm statistics, so both
 frameworks start from the same weights; `logits_difference` checks the two forward passes agree.
+The model runs on the device its parameters are on (`model.to(device)`, after loading); the train
+step and the logits put their inputs there and autocast on that device's type ("cpu", "cuda").
 Batch norm: momentum 1 - 0.9 and epsilon 1e-5 as `wavejax.models.layers`. Two differences remain:
 flax computes the batch variance as E[x^2] - E[x]^2 (training-mode logits agree to ~1e-4, eval mode
 to ~1e-6), and PyTorch updates the running variance with the unbiased batch variance.
@@ -149,14 +152,24 @@ def load_flax_variables(model: SimpleNetCNN, variables: dict) -> None:
     linear.bias.copy_(_tensor(dense["bias"]))
 
 
-def make_train_step(model: SimpleNetCNN, learning_rate: float, autocast: bool):
-  """`step(waveforms, labels, weights) -> loss`: one Adam step, in bfloat16 autocast if asked."""
+def device_of(model: nn.Module) -> torch.device:
+  """The device of a module's parameters."""
+  return next(model.parameters()).device
+
+
+def make_train_step(model: nn.Module, learning_rate: float, autocast: bool,
+                    device: torch.device | str | None = None):
+  """`step(waveforms, labels, weights) -> loss`: one Adam step on `device`, where the model and
+  the inputs must be (found from the model's parameters when None), in bfloat16 autocast if
+  asked. `model` may be a `torch.compile`d `SimpleNetCNN`. The step returns once its work is
+  queued: a CUDA caller synchronises before reading the clock."""
+  device = torch.device(device) if device is not None else device_of(model)
   optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate, betas=(0.9, 0.999), eps=1e-8)
 
   def step(waveforms, labels, weights):
     model.train()
     optimizer.zero_grad(set_to_none=True)
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast):
       logits = model(waveforms)
     losses = F.cross_entropy(logits.float(), labels, reduction="none")
     loss = (losses * weights).sum() / weights.sum().clamp(min=1.0)
@@ -169,16 +182,20 @@ def make_train_step(model: SimpleNetCNN, learning_rate: float, autocast: bool):
 
 @torch.no_grad()
 def logits(model: SimpleNetCNN, waveforms: np.ndarray, train: bool = False,
-           autocast: bool = False) -> np.ndarray:
-  """Float32 logits of `waveforms` (eval mode: running batch-norm statistics, no dropout)."""
+           autocast: bool = False, device: torch.device | str | None = None) -> np.ndarray:
+  """Float32 logits of `waveforms` (eval mode: running batch-norm statistics, no dropout),
+  computed on `device`, where the model must be (found from its parameters when None)."""
+  device = torch.device(device) if device is not None else device_of(model)
   model.train(train)
-  with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-    out = model(torch.from_numpy(np.asarray(waveforms, np.float32)))
-  return out.float().numpy()
+  inputs = torch.from_numpy(np.asarray(waveforms, np.float32)).to(device)
+  with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast):
+    out = model(inputs)
+  return out.float().cpu().numpy()
 
 
 def logits_difference(flax_model, variables: dict, model: SimpleNetCNN, waveforms: np.ndarray,
-                      autocast: bool = False) -> float:
+                      autocast: bool = False, device: torch.device | str | None = None) -> float:
   """Max |logit difference| between the flax model and `model` in eval mode on `waveforms`."""
   expected = np.asarray(flax_model.apply(variables, waveforms, train=False))
-  return float(np.max(np.abs(logits(model, waveforms, autocast=autocast) - expected)))
+  got = logits(model, waveforms, autocast=autocast, device=device)
+  return float(np.max(np.abs(got - expected)))
