@@ -178,11 +178,7 @@ class FoldTrainer:
     sums = jax.block_until_ready(sums)
     seconds += time.perf_counter() - began
     self.check_finite(epoch, self.steps_per_epoch, sums, weights=True)
-    sums = jax.device_get(sums)
-    return {"epoch": epoch, "train_loss": float(sums["loss_sum"] / sums["count"]),
-            "train_running_acc": float(sums["correct"] / sums["count"]),
-            "train_seconds": seconds, "data_seconds": loader.seconds,
-            "utterances_per_s": float(sums["count"]) / seconds}
+    return train_record(epoch, jax.device_get(sums), seconds, loader.seconds)
 
   def take_partial_epoch(self) -> tuple[int, dict | None, float]:
     """(first batch, running metric sums, seconds spent) of the epoch about to be trained: where a
@@ -247,8 +243,7 @@ class FoldTrainer:
       start += size
 
   def metrics(self, indices: np.ndarray, weights=None) -> dict:
-    if self.config.train.drop_last_eval_batch and len(indices) >= self.eval_batch_size:
-      indices = indices[:len(indices) // self.eval_batch_size * self.eval_batch_size]
+    indices = evaluated_indices(self.config, indices, self.eval_batch_size)
     return results.classification_metrics(self.data.targets[indices],
                                           self.predict(indices, weights), len(self.data.classes))
 
@@ -277,9 +272,7 @@ class FoldTrainer:
 
   def after_epoch(self, epoch: int, record: dict) -> None:
     """Keeps the best weights on validation and checkpoints the epoch (best, then latest)."""
-    metric = self.config.train.select_metric  # checked before training
-    best_so_far = max((r["val"][metric] for r in self.history[:-1]), default=-1.0)
-    improved = record["val"][metric] > best_so_far
+    improved = is_new_best(self.history, self.config.train.select_metric)
     if improved:  # a copy: the next train_step donates (and frees) the state's buffers
       self.best = jax.tree.map(jnp.copy, self.weights())
     if self.checkpointer is not None:
@@ -301,21 +294,52 @@ class FoldTrainer:
   def fold_result(self) -> results.FoldResult:
     if not self.history:
       raise errors.ConfigError("config.train.num_epochs must be at least 1")
-    metric = self.config.train.select_metric
-    selected = max(self.history, key=lambda r: r["val"][metric])
-    best_test = max(self.history, key=lambda r: r["test"]["wa"])
     train_metrics = self.metrics(self.data.split.train, self.best)
-    split = self.data.split
-    return results.FoldResult(
-        model=self.config.model.name, task=self.config.task,
-        dataset=self.data.manifest.dataset, fold=self.fold, test_session=split.test_session,
-        classes=list(self.data.classes), num_train=len(split.train), num_val=len(split.val),
-        num_test=len(split.test), selected_epoch=selected["epoch"], val=selected["val"],
-        test=selected["test"], train_accuracy=train_metrics["wa"],
-        best_test_epoch=best_test["epoch"], best_test_wa=best_test["test"]["wa"],
-        best_test_ua=best_test["test"]["ua"],
-        train_utterances_per_s=float(np.median([r["utterances_per_s"] for r in self.history])),
-        history=self.history)
+    return fold_result(self.config, self.data, self.history, train_metrics["wa"])
+
+
+# The pieces of an epoch that do not depend on how the steps run, shared with `training.group`.
+
+
+def train_record(epoch: int, sums: dict, seconds: float, data_seconds: float) -> dict:
+  """An epoch's training entry of the history from its metric sums (host numbers)."""
+  return {"epoch": epoch, "train_loss": float(sums["loss_sum"] / sums["count"]),
+          "train_running_acc": float(sums["correct"] / sums["count"]),
+          "train_seconds": seconds, "data_seconds": data_seconds,
+          "utterances_per_s": float(sums["count"]) / seconds}
+
+
+def evaluated_indices(config, indices: np.ndarray, eval_batch_size: int) -> np.ndarray:
+  """The examples of `indices` that evaluation scores (whole batches only with
+  `train.drop_last_eval_batch`, as the paper's code)."""
+  if config.train.drop_last_eval_batch and len(indices) >= eval_batch_size:
+    return indices[:len(indices) // eval_batch_size * eval_batch_size]
+  return indices
+
+
+def is_new_best(history: list, metric: str) -> bool:
+  """Whether the last epoch of `history` beats every earlier one on validation `metric`."""
+  best_so_far = max((r["val"][metric] for r in history[:-1]), default=-1.0)
+  return history[-1]["val"][metric] > best_so_far
+
+
+def fold_result(config, data: FoldData, history: list, train_accuracy: float
+                ) -> results.FoldResult:
+  """A fold's result from its history: the epoch chosen on validation, the paper-style best test
+  epoch, and `train_accuracy` (of the chosen weights on the training split)."""
+  metric = config.train.select_metric
+  selected = max(history, key=lambda r: r["val"][metric])
+  best_test = max(history, key=lambda r: r["test"]["wa"])
+  split = data.split
+  return results.FoldResult(
+      model=config.model.name, task=config.task, dataset=data.manifest.dataset,
+      fold=split.number, test_session=split.test_session, classes=list(data.classes),
+      num_train=len(split.train), num_val=len(split.val), num_test=len(split.test),
+      selected_epoch=selected["epoch"], val=selected["val"], test=selected["test"],
+      train_accuracy=train_accuracy, best_test_epoch=best_test["epoch"],
+      best_test_wa=best_test["test"]["wa"], best_test_ua=best_test["test"]["ua"],
+      train_utterances_per_s=float(np.median([r["utterances_per_s"] for r in history])),
+      history=history)
 
 
 def format_seconds(seconds: float) -> str:
