@@ -6,9 +6,15 @@ r"""The paper's Table 1: every model x task x fold x learning rate (x seed), one
   python -m experiments.table1 --workdir=runs/t1 --data_root=/data/IEMOCAP_full_release \
       --models=simplenet_cnn,specnet --tasks=emotion --lrs=1e-4,1e-3 --seeds=7,17
 
-Each training run, one (model, task, learning rate, seed, fold) cell, is one `wavejax.train_fold`
-call into `<workdir>/<model>/<task>/lr<lr>/seed<seed>/fold_<k>`, so an interrupted table resumes
-where it stopped (finished folds are read back, a started one resumes from its checkpoint). The
+Each training run, one (model, task, learning rate, seed, fold) cell, writes
+`<workdir>/<model>/<task>/lr<lr>/seed<seed>/fold_<k>` as `wavejax.train_fold` does, so an
+interrupted table resumes where it stopped (finished folds are read back, a started one resumes
+from its checkpoint). By default (`--group`) the learning rates and seeds of one (model, task,
+fold) train together as one vmapped step (`wavejax.train_group`), in as few groups as fit the
+device's memory (`group.members_that_fit`: the single train step's memory as XLA compiles it,
+times the members, against 80% of the device's memory); the group's latest checkpoint is in
+`<workdir>/<model>/<task>/group_fold_<k>/`, each run's files in its own folder as above.
+`--nogroup` trains every run on its own (`wavejax.train_fold`). The
 learning rate of each model and task is chosen on VALIDATION accuracy (mean over folds and seeds),
 never on test; the table reports, for that rate, test accuracy with training accuracy in
 parentheses (as the paper's Table 1), WA and UA, mean +- std over folds x seeds, and the
@@ -16,9 +22,11 @@ paper-style number (best test epoch, the paper code's optimistic aggregation) be
 Writes `table1.md` and `table1.json` into the workdir once every cell is complete.
 
 Many workers (docs/sweeps.md): `--shard=I/N` (or a Slurm / Kubernetes array's variables) runs only
-worker I's share of the cells, each under a lock file in its fold folder, so workers sharing one
-workdir never run a cell twice; `--collect` writes the table from the complete cells and lists the
-missing ones (a learning rate is chosen only among rates whose every fold and seed is complete).
+worker I's share of the units of work (with `--group` a (model, task, fold) and all its rates and
+seeds, locked by `group_fold_<k>/running.lock`; with `--nogroup` one cell, locked in its fold
+folder), so workers sharing one workdir (with the same flags) never run a cell twice;
+`--collect` writes the table from the complete cells and lists the missing ones (a learning
+rate is chosen only among rates whose every fold and seed is complete).
 
   for i in 0 1; do python -m experiments.table1 --workdir=W --shard=$i/2 & done; wait
   python -m experiments.table1 --workdir=W --collect
@@ -44,10 +52,10 @@ from absl import flags, logging
 from wavejax import cli, errors, runtime, training
 from wavejax.analysis import common
 from wavejax.config import presets
+from wavejax.data import audio, pipeline
 from wavejax.data import folds as folds_lib
-from wavejax.data import pipeline
 from wavejax.reporting import paper_table, results
-from wavejax.training import sweep
+from wavejax.training import group, sweep
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where every run and the table go.")
 _MODELS = flags.DEFINE_list("models", list(paper_table.PAPER_MODELS),
@@ -59,10 +67,16 @@ _FOLDS = flags.DEFINE_list("folds", None, "Folds (default: all).")
 _DATA_ROOT = flags.DEFINE_string("data_root", None, "Corpus root (default: built-in corpus).")
 _PRESET = presets.define_flag(presets.TABLE1, None)  # default: builtin, or paper with --data_root
 _EPOCHS = flags.DEFINE_integer("epochs", None, "Override train.num_epochs.")
+_GROUP = flags.DEFINE_boolean(
+    "group", True, "Train the learning rates and seeds of each (model, task, fold) together as one "
+    "vmapped step, in groups that fit the device's memory (one unit of work, one lock); "
+    "--nogroup trains every run on its own. Every worker of a sweep must use the same.")
 _SWEEP = sweep.define_flags()
 
 # One training run: a cell of the grid.
 Cell = collections.namedtuple("Cell", "model task lr seed fold")
+# With --group, one unit of work: a (model, task, fold) and its cells (every lr and seed).
+GroupCell = collections.namedtuple("GroupCell", "model task fold")
 
 
 def cell_config(model, task, lr, seed, preset, data_root, epochs):
@@ -91,6 +105,32 @@ def result_path(workdir, cell: Cell) -> pathlib.Path:
 
 def lock_path(workdir, cell: Cell) -> pathlib.Path:
   return fold_dir(workdir, cell) / "running.lock"
+
+
+def group_of(cell: Cell) -> GroupCell:
+  return GroupCell(cell.model, cell.task, cell.fold)
+
+
+def group_dir(workdir, unit: GroupCell) -> pathlib.Path:
+  """The folder of a (model, task, fold)'s groups: their lock and latest checkpoints."""
+  return pathlib.Path(workdir) / unit.model / unit.task / f"group_fold_{unit.fold}"
+
+
+def group_lock_path(workdir, unit: GroupCell) -> pathlib.Path:
+  return group_dir(workdir, unit) / "running.lock"
+
+
+def group_grid(grid: sweep.Grid) -> tuple[sweep.Grid, dict]:
+  """The grid's units of work with --group and each one's cells, {GroupCell: [Cell]}."""
+  members = {}
+  for cell in grid.cells:
+    members.setdefault(group_of(cell), []).append(cell)
+  return sweep.Grid(members), members
+
+
+def has_checkpoint(directory: pathlib.Path) -> bool:
+  """Whether the Orbax folder `directory` holds a finished checkpoint."""
+  return directory.is_dir() and any(p.name.isdigit() for p in directory.iterdir())
 
 
 _NUM_FOLDS = {}
@@ -130,11 +170,82 @@ def run_cells(workdir, grid: sweep.Grid, configs: dict, cells, lock_timeout_s: f
                          wait=wait, poll_s=poll_s, describe=grid.describe)
 
 
-def run_grid(workdir, models, tasks, lrs, seeds, folds, preset, data_root, epochs) -> dict:
+_CAPACITY = {}
+
+
+def group_capacity(config) -> int | None:
+  """How many runs of `config`'s model and task fit one group (`group.members_that_fit`), once
+  per model, task and sizes; None: unknown (the whole unit is one group)."""
+  key = json.dumps({"model": config.model.to_dict(), "train": config.train.to_dict(),
+                    "task": config.task, "data": config.data.to_dict()}, sort_keys=True,
+                   default=str)
+  if key not in _CAPACITY:
+    manifest = pipeline.load_manifest(config.data, task=config.task)
+    num_classes = len(folds_lib.task_classes(config.task, manifest))
+    num_samples = audio.clip_samples(config.data.sample_rate, pipeline.clip_seconds(config.data))
+    _CAPACITY[key] = group.members_that_fit(config, num_samples, num_classes)
+    logging.info("table1: %s %s: %s runs per group fit the device's memory", config.model.name,
+                 config.task, _CAPACITY[key] or "all")
+  return _CAPACITY[key]
+
+
+def groups_that_fit(cells: list, configs: dict) -> list[list]:
+  """`cells` (of one unit) in as few groups as fit the device's memory, of even sizes."""
+  capacity = group_capacity(configs[tuple(cells[0][:4])]) if len(cells) > 1 else None
+  count = 1 if capacity is None else -(-len(cells) // capacity)
+  bounds = [len(cells) * i // count for i in range(count + 1)]
+  return [cells[start:end] for start, end in zip(bounds, bounds[1:])]
+
+
+def train_unit(workdir, configs: dict, cells: list) -> None:
+  """Trains the incomplete cells of one (model, task, fold): a cell with its own run's checkpoint
+  (an interrupted --nogroup run) resumes alone, the others train in groups
+  (`wavejax.train_group`; a group of one is a plain `train_fold`). A failure fails its cells
+  only: the rest still train, then the first error is raised."""
+  pending = [c for c in cells if not result_path(workdir, c).exists()]
+  alone = [c for c in pending if has_checkpoint(fold_dir(workdir, c) / "checkpoints" / "latest")]
+  together = [c for c in pending if c not in alone]
+  parts = [[c] for c in alone] + (groups_that_fit(together, configs) if together else [])
+  failures = []
+  for part in parts:
+    try:
+      if len(part) == 1:
+        cell = part[0]
+        training.train_fold(configs[tuple(cell[:4])], cell.fold,
+                            workdir=run_dir(workdir, *cell[:4]))
+      else:
+        group.train_group([configs[tuple(c[:4])] for c in part], part[0].fold,
+                          [run_dir(workdir, *c[:4]) for c in part],
+                          group_dir=group_dir(workdir, group_of(part[0])))
+    except errors.Preempted:
+      raise
+    except errors.WavejaxError as e:
+      logging.error("table1: %s", e)
+      failures.append(e)
+  if failures:
+    raise failures[0]
+
+
+def run_groups(workdir, grid: sweep.Grid, configs: dict, units, lock_timeout_s: float,
+               wait: bool = False, poll_s: float = 60.0) -> sweep.Report:
+  """`run_cells` with --group: each (model, task, fold) is one unit under its lock."""
+  groups, members = group_grid(grid)
+  return sweep.run_cells(
+      units, lambda unit: train_unit(workdir, configs, members[unit]),
+      is_complete=lambda u: all(result_path(workdir, c).exists() for c in members[u]),
+      lock_path=lambda u: group_lock_path(workdir, u), lock_timeout_s=lock_timeout_s, wait=wait,
+      poll_s=poll_s, describe=groups.describe)
+
+
+def run_grid(workdir, models, tasks, lrs, seeds, folds, preset, data_root, epochs,
+             grouped: bool = True) -> dict:
   """Runs (or reads back) every cell in this process; returns {(model, task, lr, seed):
   [FoldResult]}."""
   grid, configs = build_grid(models, tasks, lrs, seeds, folds, preset, data_root, epochs)
-  run_cells(workdir, grid, configs, grid.cells, sweep.DEFAULT_LOCK_TIMEOUT_S)
+  if grouped:
+    run_groups(workdir, grid, configs, group_grid(grid)[0].cells, sweep.DEFAULT_LOCK_TIMEOUT_S)
+  else:
+    run_cells(workdir, grid, configs, grid.cells, sweep.DEFAULT_LOCK_TIMEOUT_S)
   return collect(workdir, grid)[0]
 
 
@@ -149,7 +260,12 @@ def collect(workdir, grid: sweep.Grid, lock_timeout_s: float = sweep.DEFAULT_LOC
       runs.setdefault(tuple(cell[:4]), []).append(results.load_fold(path))
     else:
       status = sweep.cell_status(path, lock_path(workdir, cell), lock_timeout_s)
-      if status == "not started" and (fold_dir(workdir, cell) / "checkpoints").exists():
+      unit_dir = group_dir(workdir, group_of(cell))
+      if status == "not started":  # its unit's lock, when it runs in a group
+        status = sweep.cell_status(path, unit_dir / "running.lock", lock_timeout_s)
+      if status == "not started" and (
+          (fold_dir(workdir, cell) / "checkpoints").exists()
+          or any(has_checkpoint(d) for d in unit_dir.glob("group_*/checkpoints/latest"))):
         status = "interrupted (a checkpoint, no live lock)"
       missing.append((cell, status))
   return runs, missing
@@ -211,10 +327,15 @@ def write_table(workdir, grid: sweep.Grid, dataset: str, models, tasks,
   return text, missing
 
 
-def log_share(grid: sweep.Grid, shard: sweep.Shard, cells) -> None:
-  logging.info("table1: %d training runs in the grid (fingerprint %s; every worker must show the "
-               "same); shard %s (%s) takes %d:\n%s", len(grid), grid.fingerprint(), shard,
-               shard.source, len(cells), "\n".join(f"  {t}" for t in grid.describe_many(cells)))
+def log_share(grid: sweep.Grid, shard: sweep.Shard, cells, units: sweep.Grid | None = None
+              ) -> None:
+  """Logs the grid and this worker's share: cells, or with --group the units of `units`."""
+  shared = grid if units is None else units
+  what = "" if units is None else f" in {len(units)} groups (model, task, fold)"
+  logging.info("table1: %d training runs%s in the grid (fingerprint %s; every worker must show "
+               "the same); shard %s (%s) takes %d:\n%s", len(grid), what, shared.fingerprint(),
+               shard, shard.source, len(cells),
+               "\n".join(f"  {t}" for t in shared.describe_many(cells)))
 
 
 def grid_from_flags(models, preset) -> tuple[sweep.Grid, dict]:
@@ -234,11 +355,12 @@ def _numbers(name: str, values: list[str], kind) -> list:
                             f"{'numbers' if kind is float else 'integers'}") from None
 
 
-def finish(workdir, grid: sweep.Grid, shard: sweep.Shard, report: sweep.Report, models) -> int:
-  """Reports failed cells; writes the table when the grid is complete, with --collect, or when
-  this process ran the whole grid alone (then the table lists what failed)."""
+def finish(workdir, grid: sweep.Grid, shard: sweep.Shard, report: sweep.Report, models,
+           units: sweep.Grid | None = None) -> int:
+  """Reports failed cells (or units); writes the table when the grid is complete, with --collect,
+  or when this process ran the whole grid alone (then the table lists what failed)."""
   for cell, message in report.failed:
-    print(f"table1: error: {grid.describe(cell)}: {message}", file=sys.stderr)
+    print(f"table1: error: {(units or grid).describe(cell)}: {message}", file=sys.stderr)
   alone = shard.count == 1 and not report.left
   if _SWEEP.collect.value or alone or all(result_path(workdir, c).exists() for c in grid.cells):
     text, _ = write_table(workdir, grid, _DATA_ROOT.value or "the built-in corpus", models,
@@ -267,12 +389,14 @@ def main(argv):
   report = sweep.Report()
   shard = _SWEEP.resolve_shard()
   grid, configs = grid_from_flags(models, preset)
+  units = group_grid(grid)[0] if _GROUP.value else None
   if not _SWEEP.collect.value:
-    cells = grid.shard(shard)
-    log_share(grid, shard, cells)
-    report = run_cells(workdir, grid, configs, cells, _SWEEP.lock_timeout.value,
-                       _SWEEP.wait.value, _SWEEP.poll_interval.value)
-  return finish(workdir, grid, shard, report, models)
+    run = run_cells if units is None else run_groups
+    cells = (grid if units is None else units).shard(shard)
+    log_share(grid, shard, cells, units)
+    report = run(workdir, grid, configs, cells, _SWEEP.lock_timeout.value, _SWEEP.wait.value,
+                 _SWEEP.poll_interval.value)
+  return finish(workdir, grid, shard, report, models, units)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,11 @@
-"""experiments/table1.py on the smoke preset: the grid runs, resumes, and picks lr on validation;
-shards of it run concurrently, survive a killed worker, and collect into the same table."""
+"""experiments/table1.py on the smoke preset: the grid runs (each (model, task, fold)'s rates as one
+group, or with --nogroup every run alone, into the same table), resumes, and picks lr on
+validation; shards of it run concurrently, survive a killed or stopped worker, and collect into the
+same table."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -73,16 +76,28 @@ def cache(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, cache):
-  """The smoke grid run by one process (no shard flags): its workdir and output."""
+  """The smoke grid run by one process (no shard flags, grouped): its workdir and output."""
   workdir = tmp_path_factory.mktemp("reference") / "t1"
   done = run_table(workdir, cache)
   assert done.returncode == 0, done.stderr[-3000:]
   return workdir, done
 
 
+@pytest.fixture(scope="module")
+def single_reference(tmp_path_factory, cache):
+  """The smoke grid with --nogroup: every run on its own."""
+  workdir = tmp_path_factory.mktemp("single") / "t1"
+  done = run_table(workdir, cache, "--nogroup")
+  assert done.returncode == 0, done.stderr[-3000:]
+  return workdir, done
+
+
 def test_smoke_table_runs_and_resumes(reference, cache):
   workdir, done = reference
-  assert len(ran_cells(done.stderr)) == 4
+  # Two units of work, fold 1 and fold 2, each training both learning rates as one group.
+  assert ran_cells(done.stderr) == [f"model=simplenet_cnn task=emotion fold={k}" for k in (1, 2)]
+  assert "4 training runs in 2 groups (model, task, fold)" in done.stderr
+  assert len(list(workdir.glob("simplenet_cnn/emotion/group_fold_*/group_*/group.json"))) == 2
   table = table_of(workdir)["table"]
   entry = table["emotion"]["simplenet_cnn"]
   val = entry["val_wa_by_lr"]
@@ -107,14 +122,30 @@ def test_smoke_table_runs_and_resumes(reference, cache):
   assert "already complete" in again.stderr and not ran_cells(again.stderr)
 
 
+def test_nogroup_gives_the_same_table(reference, single_reference):
+  """Runs trained alone give the table of the grouped runs: after the smoke preset's one epoch
+  (6 steps) their numbers differ by float32 rounding only, below the resolution of accuracies on
+  4-12 utterances."""
+  workdir, done = single_reference
+  assert len(ran_cells(done.stderr)) == 4
+  assert not list(workdir.glob("*/*/group_fold_*"))
+  assert table_of(workdir)["table"] == table_of(reference[0])["table"]
+  assert (workdir / "table1.md").read_text() == (reference[0] / "table1.md").read_text()
+  single, grouped = results_of(workdir), results_of(reference[0])
+  assert sorted(single) == sorted(grouped)
+  for name, result in single.items():
+    assert result["history"][0]["train_loss"] == pytest.approx(
+        grouped[name]["history"][0]["train_loss"], rel=0.02)
+
+
 def test_two_shards_give_the_table_of_one_process(reference, cache, tmp_path):
   workdir = tmp_path / "t1"
   workers = [start_table(workdir, cache, tmp_path / f"log{i}", f"--shard={i}/2") for i in (0, 1)]
   assert [w.wait(timeout=600) for w in workers] == [0, 0]
   logs = [(tmp_path / f"log{i}").read_text() for i in (0, 1)]
   ran = [ran_cells(log) for log in logs]
-  assert [len(r) for r in ran] == [2, 2] and len(set(ran[0] + ran[1])) == 4
-  assert "shard 1/2 (--shard='1/2') takes 2" in logs[1]
+  assert [len(r) for r in ran] == [1, 1] and len(set(ran[0] + ran[1])) == 2
+  assert "shard 1/2 (--shard='1/2') takes 1" in logs[1]
   collected = run_table(workdir, cache, "--collect")
   assert collected.returncode == 0, collected.stderr[-3000:]
   assert not ran_cells(collected.stderr)
@@ -139,9 +170,10 @@ def wait_for_second_cell(workdir, worker, timeout_s=300):
   raise AssertionError(f"worker ended ({worker.poll()}) or timed out before its second cell")
 
 
-def test_killed_worker_loses_and_duplicates_nothing(reference, cache, tmp_path):
+def test_killed_worker_loses_and_duplicates_nothing(single_reference, cache, tmp_path):
+  reference = single_reference
   workdir = tmp_path / "t1"
-  worker = start_table(workdir, cache, tmp_path / "log")
+  worker = start_table(workdir, cache, tmp_path / "log", "--nogroup")
   killed_cell = wait_for_second_cell(workdir, worker)
   time.sleep(0.5)  # into its training
   assert worker.poll() is None
@@ -166,7 +198,7 @@ def test_killed_worker_loses_and_duplicates_nothing(reference, cache, tmp_path):
   assert (f"Incomplete grid: {4 - len(survived)} of 4 training runs are missing"
           in (workdir / "table1.md").read_text())
 
-  rerun = run_table(workdir, cache)
+  rerun = run_table(workdir, cache, "--nogroup")
   assert rerun.returncode == 0, rerun.stderr[-3000:]
   assert len(ran_cells(rerun.stderr)) == 4 - len(survived)  # finished cells are not trained again
   assert ("taking over the lock" in rerun.stderr) == left_lock
@@ -175,6 +207,55 @@ def test_killed_worker_loses_and_duplicates_nothing(reference, cache, tmp_path):
   assert leftovers(workdir) == []
   assert table_of(workdir)["table"] == table_of(reference[0])["table"]
   assert results_of(workdir) == results_of(reference[0])
+
+
+UNIT_LEVEL = "*/*/group_fold_*"  # <model>/<task>/group_fold_<k>
+
+
+def wait_for_second_group(workdir, worker, timeout_s=300):
+  """Returns the folder of the second unit once the first is complete and the second is training
+  (its group's folder written)."""
+  deadline = time.time() + timeout_s
+  while time.time() < deadline and worker.poll() is None:
+    started = [p.parent for p in workdir.glob(f"{UNIT_LEVEL}/running.lock")
+               if list(p.parent.glob("group_*/group.json"))
+               and not list(workdir.glob(f"*/*/*/*/{p.parent.name[len('group_'):]}/result.json"))]
+    if len(list(workdir.glob(f"{CELL_LEVEL}/result.json"))) == 2 and started:
+      return started[0]
+    time.sleep(0.02)
+  raise AssertionError(f"worker ended ({worker.poll()}) or timed out before its second group")
+
+
+def test_sigterm_stops_a_grouped_worker_and_the_rerun_resumes(reference, cache, tmp_path):
+  """SIGTERM while the second group trains: exit 143 with one line naming the position; the
+  group's checkpoint (when it had taken a step) is resumed, and the table equals an unbroken
+  run's."""
+  workdir = tmp_path / "t1"
+  log = tmp_path / "log"
+  worker = start_table(workdir, cache, log)
+  unit = wait_for_second_group(workdir, worker)
+  time.sleep(0.3)
+  worker.send_signal(signal.SIGTERM)
+  assert worker.wait(timeout=300) == 143, log.read_text()[-3000:]
+  last = log.read_text().strip().splitlines()[-1]
+  match = re.fullmatch(r"table1: preempted by SIGTERM at fold (\d) epoch 1 step (\d)/6 \(a group "
+                       r"of 2 runs\); rerun the same command to resume \(from epoch 1 step \2\)",
+                       last)
+  assert match and unit.name == f"group_fold_{match[1]}", last
+  saved = list(unit.glob("group_*/checkpoints/latest/*"))
+  assert [p.name for p in saved] == ([match[2]] if int(match[2]) else [])
+  assert not (unit / "running.lock").exists()
+  collected = run_table(workdir, cache, "--collect")
+  assert collected.returncode == 0, collected.stderr[-3000:]
+  assert [m["status"] for m in table_of(workdir)["missing"]] == [
+      "interrupted (a checkpoint, no live lock)"] * 2
+  rerun = run_table(workdir, cache)
+  assert rerun.returncode == 0, rerun.stderr[-3000:]
+  assert ran_cells(rerun.stderr) == [f"model=simplenet_cnn task=emotion fold={match[1]}"]
+  assert ("resumed in epoch 1" in rerun.stderr) == bool(int(match[2]))
+  assert table_of(workdir)["table"] == table_of(reference[0])["table"]
+  assert results_of(workdir) == results_of(reference[0])
+  assert leftovers(workdir) == []
 
 
 def test_partial_learning_rates_are_left_out_of_the_choice():

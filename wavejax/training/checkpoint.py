@@ -31,13 +31,15 @@ class Checkpointer:
   validation metric; each with a JSON `meta` dict.
 
   cleanup=True (the trainer) deletes temporary folders left by interrupted saves; readers that may
-  run beside a training run (predict) leave them.
+  run beside a training run (predict) leave them. `kinds` opens only some of the two (a group
+  keeps its members' latest state in one checkpoint of its own and only their best in their
+  folders: `training.group`).
   """
 
-  def __init__(self, directory, cleanup: bool = False):
+  def __init__(self, directory, cleanup: bool = False, kinds=("latest", "best")):
     directory = pathlib.Path(directory)
-    self.latest = _manager(directory / "latest", cleanup)
-    self.best = _manager(directory / "best", cleanup)
+    self.latest = _manager(directory / "latest", cleanup) if "latest" in kinds else None
+    self.best = _manager(directory / "best", cleanup) if "best" in kinds else None
 
   def save_latest(self, step: int, state, meta: dict) -> None:
     """`step`: the optimiser step of `state` (the checkpoint's folder name)."""
@@ -56,8 +58,9 @@ class Checkpointer:
     return _restore(self.best, target)
 
   def close(self) -> None:
-    self.latest.close()
-    self.best.close()
+    for manager in (self.latest, self.best):
+      if manager is not None:
+        manager.close()
 
 
 def _save(manager, step, item, meta) -> None:

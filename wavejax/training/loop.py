@@ -192,11 +192,7 @@ class FoldTrainer:
     sums = jax.block_until_ready(sums)
     seconds += time.perf_counter() - began
     self.check_finite(epoch, self.steps_per_epoch, sums, weights=True)
-    sums = jax.device_get(sums)
-    return {"epoch": epoch, "train_loss": float(sums["loss_sum"] / sums["count"]),
-            "train_running_acc": float(sums["correct"] / sums["count"]),
-            "train_seconds": seconds, "data_seconds": loader.seconds,
-            "utterances_per_s": float(sums["count"]) / seconds}
+    return train_record(epoch, jax.device_get(sums), seconds, loader.seconds)
 
   def take_partial_epoch(self) -> tuple[int, dict | None, float]:
     """(first batch, running metric sums, seconds spent) of the epoch about to be trained: where a
@@ -268,9 +264,7 @@ class FoldTrainer:
   def evaluated(self, indices: np.ndarray) -> np.ndarray:
     """The utterances of `indices` that evaluation scores (all, or whole batches only with
     `train.drop_last_eval_batch`, as the paper's code)."""
-    if self.config.train.drop_last_eval_batch and len(indices) >= self.eval_batch_size:
-      return indices[:len(indices) // self.eval_batch_size * self.eval_batch_size]
-    return indices
+    return evaluated_indices(self.config, indices, self.eval_batch_size)
 
   def metrics(self, indices: np.ndarray, weights=None, split: str | None = None) -> dict:
     """WA, UA, F1 and the confusion matrix of `indices`; with `split`, their probabilities are
@@ -289,33 +283,11 @@ class FoldTrainer:
     may lack them, and then the file holds the selected epoch's only)."""
     if self.fold_dir is None:
       return
-    groups = []
+    selected = {}
     for split in ("val", "test"):  # every process evaluates: the steps are collective
-      predicted, probabilities = self.predict(self.evaluated(getattr(self.data.split, split)),
-                                              self.best)
-      groups.append(self.prediction_group("selected", selected_epoch, split, predicted,
-                                          probabilities))
-    kept = self.best_test
-    if kept is not None and kept["epoch"] == best_test_epoch:
-      for split in ("val", "test"):
-        probabilities = np.asarray(kept[split], np.float64)
-        groups.append(self.prediction_group("best_test", best_test_epoch, split,
-                                            probabilities.argmax(axis=-1), probabilities))
-    else:
-      logging.warning("fold %d: the predictions of epoch %d (best on test) were not kept by "
-                      "the version that trained it; %s has the selected epoch's only", self.fold,
-                      best_test_epoch, self.fold_dir / predictions_lib.FILENAME)
-    if parallel.is_primary():
-      predictions_lib.write(self.fold_dir / predictions_lib.FILENAME, groups)
-
-  def prediction_group(self, kind: str, epoch: int, split: str, predicted: np.ndarray,
-                       probabilities: np.ndarray) -> predictions_lib.Predictions:
-    indices = self.evaluated(getattr(self.data.split, split))
-    utterances = [self.data.manifest[int(i)] for i in indices]
-    return predictions_lib.Predictions(
-        kind, epoch, split, [u.utt_id for u in utterances], [u.speaker for u in utterances],
-        [u.session for u in utterances], self.data.targets[indices], predicted,
-        np.asarray(probabilities, np.float64), tuple(self.data.classes))
+      selected[split] = self.predict(self.evaluated(getattr(self.data.split, split)), self.best)
+    write_predictions(self.fold_dir, self.data, self.evaluated, selected_epoch, selected,
+                      best_test_epoch, self.best_test)
 
   def evaluate_epoch(self) -> dict:
     self.recalibrate_batch_norm()
@@ -343,13 +315,10 @@ class FoldTrainer:
 
   def after_epoch(self, epoch: int, record: dict) -> None:
     """Keeps the best weights on validation and checkpoints the epoch (best, then latest)."""
-    metric = self.config.train.select_metric  # checked before training
-    best_so_far = max((r["val"][metric] for r in self.history[:-1]), default=-1.0)
-    improved = record["val"][metric] > best_so_far
+    improved = is_new_best(self.history, self.config.train.select_metric)
     if improved:  # a copy: the next train_step donates (and frees) the state's buffers
       self.best = jax.tree.map(jnp.copy, self.weights())
-    best_test_so_far = max((r["test"]["wa"] for r in self.history[:-1]), default=-1.0)
-    if record["test"]["wa"] > best_test_so_far:
+    if is_new_best_test(self.history):
       self.best_test = {"epoch": epoch, **{split: probabilities.tolist() for split, probabilities
                                            in self.last_probabilities.items()}}
     if self.checkpointer is not None:
@@ -372,22 +341,92 @@ class FoldTrainer:
   def fold_result(self) -> results.FoldResult:
     if not self.history:
       raise errors.ConfigError("config.train.num_epochs must be at least 1")
-    metric = self.config.train.select_metric
-    selected = max(self.history, key=lambda r: r["val"][metric])
-    best_test = max(self.history, key=lambda r: r["test"]["wa"])
     train_metrics = self.metrics(self.data.split.train, self.best)
-    self.write_predictions(selected["epoch"], best_test["epoch"])
-    split = self.data.split
-    return results.FoldResult(
-        model=self.config.model.name, task=self.config.task,
-        dataset=self.data.manifest.dataset, fold=self.fold, test_session=split.test_session,
-        classes=list(self.data.classes), num_train=len(split.train), num_val=len(split.val),
-        num_test=len(split.test), selected_epoch=selected["epoch"], val=selected["val"],
-        test=selected["test"], train_accuracy=train_metrics["wa"],
-        best_test_epoch=best_test["epoch"], best_test_wa=best_test["test"]["wa"],
-        best_test_ua=best_test["test"]["ua"],
-        train_utterances_per_s=float(np.median([r["utterances_per_s"] for r in self.history])),
-        history=self.history)
+    result = fold_result(self.config, self.data, self.history, train_metrics["wa"])
+    self.write_predictions(result.selected_epoch, result.best_test_epoch)
+    return result
+
+
+# The pieces of an epoch that do not depend on how the steps run, shared with `training.group`.
+
+
+def write_predictions(fold_dir, data: FoldData, evaluated, selected_epoch: int, selected: dict,
+                      best_test_epoch: int, best_test: dict | None) -> None:
+  """`fold_dir/predictions.csv` from the selected epoch's `{split: (predicted, probabilities)}`
+  and the kept `{"epoch", split: probabilities}` of the best test epoch (None, or another epoch:
+  a run resumed from an older version's checkpoint; then the selected epoch's only).
+  `evaluated(indices)`: the utterances evaluation scores. Written by the primary process."""
+  groups = [prediction_group(data, evaluated, "selected", selected_epoch, split, *selected[split])
+            for split in ("val", "test")]
+  if best_test is not None and best_test["epoch"] == best_test_epoch:
+    for split in ("val", "test"):
+      probabilities = np.asarray(best_test[split], np.float64)
+      groups.append(prediction_group(data, evaluated, "best_test", best_test_epoch, split,
+                                     probabilities.argmax(axis=-1), probabilities))
+  else:
+    logging.warning("fold %d: the predictions of epoch %d (best on test) were not kept by the "
+                    "version that trained it; %s has the selected epoch's only",
+                    data.split.number, best_test_epoch, fold_dir / predictions_lib.FILENAME)
+  if parallel.is_primary():
+    predictions_lib.write(pathlib.Path(fold_dir) / predictions_lib.FILENAME, groups)
+
+
+def prediction_group(data: FoldData, evaluated, kind: str, epoch: int, split: str,
+                     predicted: np.ndarray, probabilities: np.ndarray
+                     ) -> predictions_lib.Predictions:
+  indices = evaluated(getattr(data.split, split))
+  utterances = [data.manifest[int(i)] for i in indices]
+  return predictions_lib.Predictions(
+      kind, epoch, split, [u.utt_id for u in utterances], [u.speaker for u in utterances],
+      [u.session for u in utterances], data.targets[indices], predicted,
+      np.asarray(probabilities, np.float64), tuple(data.classes))
+
+
+def is_new_best_test(history: list) -> bool:
+  """Whether the last epoch of `history` beats every earlier one on test WA (paper-style)."""
+  best_so_far = max((r["test"]["wa"] for r in history[:-1]), default=-1.0)
+  return history[-1]["test"]["wa"] > best_so_far
+
+
+def train_record(epoch: int, sums: dict, seconds: float, data_seconds: float) -> dict:
+  """An epoch's training entry of the history from its metric sums (host numbers)."""
+  return {"epoch": epoch, "train_loss": float(sums["loss_sum"] / sums["count"]),
+          "train_running_acc": float(sums["correct"] / sums["count"]),
+          "train_seconds": seconds, "data_seconds": data_seconds,
+          "utterances_per_s": float(sums["count"]) / seconds}
+
+
+def evaluated_indices(config, indices: np.ndarray, eval_batch_size: int) -> np.ndarray:
+  """The examples of `indices` that evaluation scores (whole batches only with
+  `train.drop_last_eval_batch`, as the paper's code)."""
+  if config.train.drop_last_eval_batch and len(indices) >= eval_batch_size:
+    return indices[:len(indices) // eval_batch_size * eval_batch_size]
+  return indices
+
+
+def is_new_best(history: list, metric: str) -> bool:
+  """Whether the last epoch of `history` beats every earlier one on validation `metric`."""
+  best_so_far = max((r["val"][metric] for r in history[:-1]), default=-1.0)
+  return history[-1]["val"][metric] > best_so_far
+
+
+def fold_result(config, data: FoldData, history: list, train_accuracy: float
+                ) -> results.FoldResult:
+  """A fold's result from its history: the epoch chosen on validation, the paper-style best test
+  epoch, and `train_accuracy` (of the chosen weights on the training split)."""
+  metric = config.train.select_metric
+  selected = max(history, key=lambda r: r["val"][metric])
+  best_test = max(history, key=lambda r: r["test"]["wa"])
+  split = data.split
+  return results.FoldResult(
+      model=config.model.name, task=config.task, dataset=data.manifest.dataset,
+      fold=split.number, test_session=split.test_session, classes=list(data.classes),
+      num_train=len(split.train), num_val=len(split.val), num_test=len(split.test),
+      selected_epoch=selected["epoch"], val=selected["val"], test=selected["test"],
+      train_accuracy=train_accuracy, best_test_epoch=best_test["epoch"],
+      best_test_wa=best_test["test"]["wa"], best_test_ua=best_test["test"]["ua"],
+      train_utterances_per_s=float(np.median([r["utterances_per_s"] for r in history])),
+      history=history)
 
 
 def jit_options(train_config) -> dict:

@@ -90,14 +90,19 @@ def all_finite(tree) -> jax.Array:
   return jnp.all(jnp.stack(checks)) if checks else jnp.array(True)
 
 
-def learning_rate(config: ml_collections.ConfigDict, steps_per_epoch: int, scale: float = 1.0):
-  """Constant, or the paper code's exponential decay to 0.1x over the whole run."""
+def learning_rate(config: ml_collections.ConfigDict, steps_per_epoch: int, scale: float = 1.0,
+                  rate=None):
+  """Constant, or the paper code's exponential decay to 0.1x over the whole run.
+
+  `rate` replaces `config.learning_rate * scale` as the initial rate; it may be a traced array
+  (`training.group` holds each member's rate in its optimiser state).
+  """
+  rate = config.learning_rate * scale if rate is None else rate
   if config.lr_schedule == "constant":
-    return config.learning_rate * scale
+    return rate
   if config.lr_schedule == "exponential":
     return optax.exponential_decay(
-        config.learning_rate * scale,
-        transition_steps=max(1, steps_per_epoch * config.num_epochs), decay_rate=0.1)
+        rate, transition_steps=max(1, steps_per_epoch * config.num_epochs), decay_rate=0.1)
   raise errors.ConfigError(
       f"config.train.lr_schedule={config.lr_schedule!r}: choose 'constant' or 'exponential'")
 

@@ -20,10 +20,16 @@ def load_fold_data(config, fold: int) -> FoldData:
   manifest, waveforms = pipeline.load_dataset(config.data, task=config.task)
   classes = folds.task_classes(config.task, manifest)
   targets = folds.labels(manifest, config.task)
-  split = folds.leave_one_session_out(
+  return FoldData(manifest, waveforms, targets, fold_split(config, manifest, targets, fold),
+                  classes)
+
+
+def fold_split(config, manifest, targets, fold: int) -> folds.Fold:
+  """The train/val/test split of `fold` under `config` (its validation draw depends on the
+  seed)."""
+  return folds.leave_one_session_out(
       manifest, fold, targets, val_size=config.data.val_size, val_from=config.data.val_from,
       seed=config.seed)
-  return FoldData(manifest, waveforms, targets, split, classes)
 
 
 def train_fold(config: ml_collections.ConfigDict, fold: int | None = None,
