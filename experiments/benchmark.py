@@ -111,7 +111,7 @@ from wavejax.analysis import common
 from wavejax.config import models as model_configs
 from wavejax.config import presets
 from wavejax.models import MODELS, create_model, frontends, windowed, zoo
-from wavejax.training import steps
+from wavejax.training import group, steps
 
 # The performance target: the full SimpleNet-CNN train step at least this many times PyTorch's.
 TARGET = ("jax/train_step/simplenet_cnn", 2.0)
@@ -365,6 +365,39 @@ for _name in MODELS:
 if "compute_dtype" in wavejax_config.base_config().model:  # mixed precision, as torch autocast
   register("jax-bf16/train_step/simplenet_cnn", "jax", "train", "train_step/simplenet_cnn")(
       _train_step_case("simplenet_cnn", "bfloat16"))
+
+
+# Grouped train steps (`wavejax.training.group`): M members (their own seeds, one batch each) in
+# one vmapped step. utt/s is per member (each trains on `batch` utterances per step), so a row
+# beats M single steps when it is above 1/M of the single step's row; FLOPs count every member.
+GROUP_SIZES = (3, 9)
+GROUPED_MODELS = ("simplenet_cnn", "simplenet_rnn", "specnet", "wavernn", "soundnet")
+
+
+def _group_step_case(name: str, members: int):
+  def build(settings, waveforms):
+    setup = train_setup(name, settings, waveforms)
+    work = members * train_step_flops(name, settings, setup)
+    step, state = group.make_group_train_step(setup.model, setup.config, members,
+                                              num_samples=waveforms.shape[1])
+    batch = jax.tree.map(lambda x: jnp.stack([x] * members), setup.batch)
+    compiled, compile_s = perf.compile_timed(step, state, batch, donate_argnums=0)
+    carry = {"state": state}
+
+    def run():
+      carry["state"], metrics = compiled(carry["state"], batch)
+      return jax.block_until_ready((carry["state"], metrics))
+
+    return Runner(run, compile_s, work, "float32", memory=perf.xla_memory(compiled),
+                  extra={"xla_cost_flops": perf.xla_cost_flops(compiled)},
+                  note=f"{members} members in one step; utt/s per member")
+  return build
+
+
+for _name in GROUPED_MODELS:
+  for _members in GROUP_SIZES:
+    register(f"jax/group{_members}_step/{_name}", "jax", "train")(
+        _group_step_case(_name, _members))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -74,7 +74,8 @@ def test_every_formulation_has_float32_and_bfloat16_rows():
 
 
 def test_smoke_report(tmp_path):
-  cases = "jax/frontend/conv/fwd+grad,jax/train_step/simplenet_cnn,jax/train_step/simplenet_rnn"
+  cases = ("jax/frontend/conv/fwd+grad,jax/train_step/simplenet_cnn,jax/train_step/simplenet_rnn,"
+           "jax/group3_step/simplenet_cnn")
   report, stdout = run_benchmark(tmp_path, cases)
   names = [row["name"] for row in report["rows"]]
   assert names == cases.split(",") and report["skipped"] == []
@@ -87,6 +88,9 @@ def test_smoke_report(tmp_path):
       report["environment"])
   assert "jax/train_step/simplenet_cnn" in stdout and perf.jax_device_label() in stdout
   assert report["frontend_target"] is None  # the auto front-end row was not measured
+  single, grouped = report["rows"][1], report["rows"][3]
+  assert grouped["flops"] == pytest.approx(3 * single["flops"])  # every member's work
+  assert "3 members" in grouped["note"]
 
 
 def test_frontend_target_is_judged_on_the_ceiling_share(tmp_path):
