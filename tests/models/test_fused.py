@@ -259,7 +259,8 @@ def test_precision_reaches_the_kernel_dots():
   with jax.default_matmul_precision("highest"):
     in_context = _kernel_dot_precisions(fused("none"), frames, kernel, bias)
     explicit = _kernel_dot_precisions(fused("none", precision=high), frames, kernel, bias)
-  plain = _kernel_dot_precisions(fused("none"), frames, kernel, bias)
+  with jax.default_matmul_precision(None):  # this module's marker sets "highest"
+    plain = _kernel_dot_precisions(fused("none"), frames, kernel, bias)
   assert in_context and set(in_context) == {(highest, highest)}
   assert explicit and set(explicit) == {(high, high)}
   assert plain and set(plain) == {(default, default)}
