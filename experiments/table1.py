@@ -380,6 +380,9 @@ def main(argv):
   if not _WORKDIR.value:
     cli.fail("table1", "--workdir is required")
   workdir = pathlib.Path(_WORKDIR.value)
+  if _SWEEP.collect.value and not workdir.is_dir():
+    raise errors.SweepError(f"--workdir={workdir}: no such folder, so nothing to collect; pass the "
+                            "--workdir the workers trained into")
   models = common.available_configs() if _MODELS.value == ["all"] else _MODELS.value
   preset = _PRESET.value or ("paper" if _DATA_ROOT.value else "builtin")
   runtime.enable_compilation_cache()

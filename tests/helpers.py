@@ -1,6 +1,8 @@
 """Shared test set-up: a tiny built-in corpus and a small, fast SimpleNet-CNN config."""
 
 import pathlib
+import subprocess
+import sys
 
 import configs.simplenet_cnn as simplenet_cnn_config
 from wavejax import config as wavejax_config
@@ -48,3 +50,21 @@ def frontend(cls, **fields):
   """Front-end `cls` with its config defaults at 16 kHz, as the zoo builds it; `fields` (module
   attribute names) replace them."""
   return zoo.build(cls, FRONTEND_SECTIONS[cls](), **{"sample_rate": 16000, **fields})
+
+
+# A process that takes a lock file and keeps it (`hold_lock`).
+HOLD = """
+import sys, time
+from wavejax.training import sweep
+lock = sweep.acquire_lock(sys.argv[1], timeout_s=3600)
+print("held" if lock else "busy", flush=True)
+time.sleep(600)
+"""
+
+
+def hold_lock(path):
+  """A process holding the lock file `path` (kill it to leave a dead holder's lock)."""
+  holder = subprocess.Popen([sys.executable, "-c", HOLD, str(path)], cwd=REPO,
+                            stdout=subprocess.PIPE, text=True)
+  assert holder.stdout.readline().strip() == "held"
+  return holder

@@ -73,6 +73,10 @@ class Preempted(WavejaxError):
     return 128 + self.signum
 
 
+class LockError(WavejaxError):
+  """A workdir or fold is in use by another live process (its lock file names it)."""
+
+
 class SweepError(WavejaxError):
   """A grid shard (`--shard=I/N`, a launcher's array variables) or a sweep option is invalid."""
 

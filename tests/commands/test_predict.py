@@ -1,6 +1,8 @@
 """Tests of wavejax.predict: a trained run's best checkpoint classifies waveforms and files."""
 
 import json
+import re
+import shutil
 import subprocess
 import sys
 
@@ -102,3 +104,65 @@ def test_errors_name_the_folder(run, tmp_path):
     predict.load_model(tmp_path)
   with pytest.raises(errors.CheckpointError, match=r"fold_1: no best checkpoint.*\(2\)"):
     predict.load_model(workdir, fold=1)
+
+
+def damaged_copy(run, tmp_path):
+  """A copy of the run whose best checkpoint has bytes flipped in its largest file."""
+  workdir = tmp_path / "run"
+  shutil.copytree(run[0], workdir)
+  best = next((workdir / f"fold_{FOLD}/checkpoints/best").glob("[0-9]*"))
+  target = max((p for p in best.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+  data = bytearray(target.read_bytes())
+  for position in np.linspace(len(data) // 4, len(data) - 8, 64).astype(int):
+    data[position] ^= 0xFF
+  target.write_bytes(bytes(data))
+  return workdir, best
+
+
+def test_a_damaged_best_checkpoint_is_one_line_naming_it(run, tmp_path):
+  workdir, best = damaged_copy(run, tmp_path)
+  paths = write_files(run, tmp_path)
+  out = subprocess.run([sys.executable, "-m", "wavejax.predict", f"--workdir={workdir}",
+                        *paths], cwd=REPO, capture_output=True, text=True)
+  assert out.returncode == 1 and "nan" not in out.stdout.lower(), out.stdout + out.stderr[-2000:]
+  errors_printed = [line for line in out.stderr.splitlines() if "error:" in line]
+  assert errors_printed == [out.stderr.strip().splitlines()[-1]]
+  assert errors_printed[0].startswith(f"wavejax: error: {best}: damaged checkpoint (")
+  assert errors_printed[0].endswith(f"delete {workdir / f'fold_{FOLD}'} and rerun the training "
+                                    "command: the fold trains again from its first epoch (its "
+                                    "best weights were kept in this checkpoint alone)")
+  assert "Traceback" not in out.stderr
+
+
+def test_non_finite_probabilities_are_an_error_naming_the_checkpoint(run):
+  workdir, _, data, _ = run
+  loaded = predict.load_model(workdir)
+  # Finite weights whose logits overflow to +-inf: softmax gives NaN.
+  loaded.variables = jax.tree.map(lambda w: np.full_like(w, 3e38) if w.ndim == 2 else w,
+                                  loaded.variables)
+  with pytest.raises(errors.CheckpointError, match=re.escape(
+      f"{loaded.fold_dir / 'checkpoints/best' / str(loaded.epoch)}: the model gives NaN or "
+      "infinite probabilities for finite audio")):
+    loaded.probabilities(data.waveforms[data.split.test[:2]])
+  loaded = predict.load_model(workdir)
+  with pytest.raises(errors.AudioError, match="waveform 1 has NaN"):
+    loaded.probabilities(np.stack([data.waveforms[0], np.full_like(data.waveforms[0], np.nan)]))
+
+
+def test_a_damaged_config_record_is_named(run, tmp_path):
+  workdir = tmp_path / "run"
+  shutil.copytree(run[0], workdir)
+  (workdir / f"fold_{FOLD}/config.json").write_text('{"data": {"sample')
+  with pytest.raises(errors.CheckpointError, match=re.escape(
+      f"{workdir / f'fold_{FOLD}/config.json'}: cannot read the run's config (")) as raised:
+    predict.load_model(workdir)
+  assert "delete it and rerun the training command" in str(raised.value)
+
+
+def test_a_read_only_run_is_read_without_writing(run, tmp_path):
+  workdir = tmp_path / "run"
+  shutil.copytree(run[0], workdir)
+  shutil.rmtree(workdir / f"fold_{FOLD}/checkpoints/latest")
+  before = sorted(p.relative_to(workdir) for p in workdir.rglob("*"))
+  assert predict.load_model(workdir).fold == FOLD
+  assert sorted(p.relative_to(workdir) for p in workdir.rglob("*")) == before

@@ -48,3 +48,49 @@ def test_restore_of_an_empty_folder_is_none(tmp_path):
   assert checkpointer.restore_latest({"w": jnp.zeros(3)}) is None
   assert checkpointer.restore_best({"w": jnp.zeros(3)}) is None
   checkpointer.close()
+
+
+def test_a_reader_follows_a_checkpoint_replaced_while_it_reads(tmp_path):
+  """predict beside a training run: the best checkpoint it listed is replaced by a newer one."""
+  writer = checkpoint.Checkpointer(tmp_path, cleanup=True)
+  writer.save_best(1, {"w": jnp.ones(3)}, {"epoch": 1})
+  reader = checkpoint.Checkpointer(tmp_path, read_only=True)
+  writer.save_best(2, {"w": jnp.full(3, 2.0)}, {"epoch": 2})  # deletes best/1 (max_to_keep=1)
+  weights, meta = reader.restore_best({"w": jnp.zeros(3)})
+  assert meta == {"epoch": 2} and weights["w"].tolist() == [2.0, 2.0, 2.0]
+  reader.close()
+  writer.close()
+
+
+def test_an_existing_best_step_of_an_abandoned_attempt_is_replaced(tmp_path):
+  """A run that restarted before epoch 3 saves best/3 again: the old attempt's step is replaced,
+  not refused as existing."""
+  checkpointer = checkpoint.Checkpointer(tmp_path, cleanup=True)
+  checkpointer.save_best(2, {"w": jnp.ones(3)}, {"epoch": 2})
+  checkpointer.save_best(3, {"w": jnp.ones(3)}, {"epoch": 3})
+  checkpointer.save_best(3, {"w": jnp.full(3, 5.0)}, {"epoch": 3})
+  assert steps(tmp_path / "best") == [3]
+  weights, _ = checkpointer.restore_best({"w": jnp.zeros(3)})
+  assert weights["w"].tolist() == [5.0, 5.0, 5.0]
+  assert not [p for p in os.listdir(tmp_path / "best") if not p.isdigit()]
+  checkpointer.close()
+
+
+def test_restored_values_are_checked(tmp_path):
+  checkpointer = checkpoint.Checkpointer(tmp_path, cleanup=True)
+  checkpointer.save_latest(6, {"w": jnp.array([1.0, jnp.nan])}, {"epoch": 1})
+  with pytest.raises(errors.CheckpointError, match=r"latest/6: damaged checkpoint \(it holds NaN "
+                     r"or infinite values\); delete .*latest/6 and rerun: the fold trains again"):
+    checkpointer.restore_latest({"w": jnp.zeros(2)})
+  checkpointer.close()
+
+
+def test_a_long_reason_keeps_the_operating_systems_words():
+  middle = ValueError("open " + "a/" * 200 + " [Errno 28] No space left on device " + "b" * 300)
+  wrapped = RuntimeError("orbax failed")
+  wrapped.__cause__ = middle
+  text = checkpoint.reason(wrapped)
+  assert text.startswith("open a/a/") and "No space left on device" in text
+  assert len(text) < 220
+  assert checkpoint.reason(ValueError("short one\nsecond line")) == "short one"
+  assert checkpoint.reason(ValueError("c" * 300)) == "c" * 100 + " ... " + "c" * 100

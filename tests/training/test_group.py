@@ -19,7 +19,7 @@ import optax
 import pytest
 
 import wavejax
-from helpers import REPO, tiny_config
+from helpers import REPO, hold_lock, tiny_config
 from wavejax import config as wavejax_config
 from wavejax import errors, runtime, training
 from wavejax.data import pipeline
@@ -235,6 +235,21 @@ def test_a_group_differing_in_another_field_is_refused(cache_dir, tmp_path):
   with pytest.raises(errors.ConfigError, match="2 workdirs for 3 configs"):
     group.train_group(member_configs(cache_dir), 1, [tmp_path / "a", tmp_path / "b"])
   assert not list(tmp_path.iterdir())
+
+
+def test_a_member_fold_held_by_another_process_is_refused(cache_dir, tmp_path):
+  workdirs = [tmp_path / str(i) for i in range(3)]
+  locked = workdirs[1] / "fold_1" / workspace.LOCK_FILE
+  holder = hold_lock(locked)
+  try:
+    with pytest.raises(errors.LockError, match=rf"{workdirs[1] / 'fold_1'} is in use by .* pid "
+                       rf"{holder.pid} "):
+      group.train_group(member_configs(cache_dir), 1, workdirs)
+  finally:
+    holder.kill()
+    holder.wait()
+  assert not (workdirs[0] / "fold_1").exists()  # refused before anything was written
+  assert not list((workdirs[1] / "fold_1").glob("*.json"))
 
 
 # ------------------------------------------------------------------------------------------------

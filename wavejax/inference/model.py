@@ -61,6 +61,10 @@ class LoadedModel:
     `sample_rate`; each is padded or cut to the run's clip length first."""
     waveforms = np.asarray(waveforms, np.float32)
     waveforms = waveforms[None] if waveforms.ndim == 1 else waveforms
+    finite = np.isfinite(waveforms).reshape(len(waveforms), -1).all(axis=1)
+    if not finite.all():
+      bad = int(np.flatnonzero(~finite)[0])
+      raise errors.AudioError(f"waveform {bad} has NaN or infinite samples; pass finite audio")
     fitted = np.stack([audio.fit_length(w, self.num_samples) for w in waveforms])
     if self._apply is None:
       self._apply = jax.jit(lambda v, x: jax.nn.softmax(self.model.apply(v, x, train=False)))
@@ -70,7 +74,15 @@ class LoadedModel:
       padded = np.concatenate([chunk, np.zeros((batch_size - len(chunk), chunk.shape[1]),
                                                 np.float32)])
       out.append(np.asarray(self._apply(self.variables, jnp.asarray(padded)))[:len(chunk)])
-    return np.concatenate(out) if out else np.zeros((0, len(self.classes)), np.float32)
+    probabilities = (np.concatenate(out) if out else
+                     np.zeros((0, len(self.classes)), np.float32))
+    if not np.isfinite(probabilities).all():
+      raise errors.CheckpointError(
+          f"{self.fold_dir / 'checkpoints' / 'best' / str(self.epoch)}: the model gives NaN or "
+          "infinite probabilities for finite audio (its weights are unusable); delete "
+          f"{self.fold_dir} and rerun the training command to train the fold again, or use "
+          "another fold (--fold)")
+    return probabilities
 
   def predict(self, waveforms: np.ndarray) -> list[dict]:
     """`[{"label", "probabilities": {class: p}}]` per waveform."""
@@ -84,6 +96,9 @@ class LoadedModel:
     """
     paths = [str(p) for p in paths]
     waveforms = [audio.load(p, self.sample_rate, self.clip_seconds) for p in paths]
+    for path, waveform in zip(paths, waveforms):
+      if not np.isfinite(waveform).all():
+        raise errors.AudioError(f"{path}: has NaN or infinite samples; repair or re-export it")
     if not waveforms:
       return []
     return [{"path": path, **entry}
@@ -131,9 +146,16 @@ def load_config(fold_dir: pathlib.Path) -> ml_collections.ConfigDict:
   path = fold_dir / "config.json"
   try:
     config = ml_collections.ConfigDict(json.loads(path.read_text()))
-  except (OSError, ValueError) as e:
-    raise errors.CheckpointError(f"{path}: cannot read the run's config ({e}); the run folder "
-                                 "is incomplete, use another fold or run") from e
+  except (OSError, ValueError, TypeError, AttributeError) as e:
+    raise errors.CheckpointError(
+        f"{path}: cannot read the run's config ({errors.one_line(e)}); delete it and rerun the "
+        "training command with the config that trained this fold (it is written again), or use "
+        "another fold or run") from e
+  for section in ("data", "model", "train"):
+    if not isinstance(config.get(section), ml_collections.ConfigDict):
+      raise errors.CheckpointError(
+          f"{path}: damaged (no {section} section); delete it and rerun the training command "
+          "with the config that trained this fold (it is written again), or use another fold")
   return wavejax_config.with_added_fields(config)
 
 
@@ -177,7 +199,7 @@ def load_model(workdir, fold: int | None = None) -> LoadedModel:
   clip_seconds = float(pipeline.clip_seconds(config.data))
   model = create_model(config.model, num_classes=len(classes))
   target = init_variables(model, config, audio.clip_samples(sample_rate, clip_seconds), fold)
-  checkpointer = checkpoint.Checkpointer(fold_dir / "checkpoints")
+  checkpointer = checkpoint.Checkpointer(fold_dir / "checkpoints", read_only=True)
   try:
     restored = checkpointer.restore_best(target)
   finally:

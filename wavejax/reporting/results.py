@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from wavejax import atomic
+from wavejax import atomic, errors
 
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
@@ -103,8 +103,36 @@ def save_fold(result: FoldResult, path) -> None:
   write_json(path, result.to_json())
 
 
+# What a damaged result.json's error line says to do.
+REBUILD_RESULT = ("delete it and rerun the command that trained it: the fold's result is computed "
+                  "again from its checkpoints (or the fold trains again if it has none)")
+
+
 def load_fold(path) -> FoldResult:
-  return FoldResult.from_json(json.loads(pathlib.Path(path).read_text()))
+  """The `FoldResult` in `path`, checked: readable JSON with every field, finite metrics.
+
+  Raises:
+    ResultsError: naming the file and the fix (delete it, rerun) when it is damaged.
+  """
+  path = pathlib.Path(path)
+  try:
+    data = json.loads(path.read_text())
+  except (OSError, ValueError) as e:
+    raise errors.ResultsError(f"{path}: damaged ({errors.one_line(e)}); {REBUILD_RESULT}") from e
+  names = [f.name for f in dataclasses.fields(FoldResult)]
+  missing = [name for name in names if not isinstance(data, dict) or name not in data]
+  if missing:
+    raise errors.ResultsError(f"{path}: damaged (no {', '.join(missing[:3])}); {REBUILD_RESULT}")
+  result = FoldResult.from_json({name: data[name] for name in names})
+  try:
+    numbers = [get(result) for get in SUMMARY_FIELDS.values()]
+    finite = all(np.isfinite(float(number)) for number in numbers)
+  except (TypeError, ValueError, KeyError):
+    finite = False
+  if not finite:
+    raise errors.ResultsError(f"{path}: damaged (a metric is missing, not a number or not finite);"
+                              f" {REBUILD_RESULT}")
+  return result
 
 
 def _mean_std(values: Sequence[float]) -> dict:

@@ -36,6 +36,7 @@ their results and raises `errors.TrainingError` naming it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -767,6 +768,14 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], fold: int | None =
                else [None] * len(configs))
   if workdirs is not None and len({d.resolve() for d in fold_dirs}) < len(fold_dirs):
     raise errors.ConfigError("train_group: two configs share a workdir; pass one per config")
+  with contextlib.ExitStack() as held:  # each member's fold is this process's, as in train_fold
+    for fold_dir in fold_dirs if workdirs is not None else ():
+      held.enter_context(workspace.owned(fold_dir,
+                                         others=[fold_dir.parent / workspace.LOCK_FILE]))
+    return _train_group_owned(configs, fold, fold_dirs, group_dir)
+
+
+def _train_group_owned(configs, fold: int, fold_dirs, group_dir) -> list[results.FoldResult]:
   finished = {}
   for m, (config, fold_dir) in enumerate(zip(configs, fold_dirs)):
     if fold_dir is not None:

@@ -23,7 +23,7 @@ import numpy as np
 from absl import logging
 
 from wavejax import errors
-from wavejax.data import pipeline
+from wavejax.data import cache, pipeline
 from wavejax.models import create_model
 from wavejax.reporting import predictions as predictions_lib
 from wavejax.reporting import results
@@ -143,19 +143,19 @@ class FoldTrainer:
     return self.fold_result()
 
   def restore(self) -> int:
-    """Loads the latest checkpoint, if there is one, into the state and `self.resume`; returns
-    the last finished epoch."""
+    """Loads the latest checkpoint, if there is one, into the state and `self.resume`, and the best
+    weights of the epoch its history selects; returns the last finished epoch."""
     if self.checkpointer is None:
       return 0
-    restored = self.checkpointer.restore_latest(self.state)
+    restored = self.checkpointer.restore_latest(self.state, required=("epoch", "history"))
     if restored is None:
+      self.checkpointer.discard_best_from(1)  # an attempt whose latest checkpoint is gone
       return 0
     self.state, meta = restored
     self.resume = ResumePoint(epoch=int(meta["epoch"]), history=meta["history"],
                               partial=meta.get("partial"), saved_step=int(self.state.step))
     self.best_test = meta.get("best_test_probabilities")
-    best = self.checkpointer.restore_best(self.weights())
-    self.best = None if best is None else best[0]
+    self.restore_best(meta)
     where = self.fold_dir / "checkpoints"
     if self.resume.partial is None:
       logging.info("fold %d: resumed after epoch %d from %s", self.fold, self.resume.epoch, where)
@@ -164,6 +164,33 @@ class FoldTrainer:
                    self.resume.epoch + 1, self.resume.partial["step_in_epoch"],
                    self.steps_per_epoch, where)
     return self.resume.epoch
+
+  def restore_best(self, meta: dict) -> None:
+    """Loads `best/<e>` for the epoch e the restored history selects. `latest` is saved before
+    `best` (`after_epoch`), so a run stopped between the two lacks best/<e> for the last epoch:
+    its weights are the restored state's, and they are saved as best/<e> now."""
+    metric = self.config.train.select_metric
+    selected = select_epoch(self.history, metric)
+    self.checkpointer.discard_best_from(self.resume.epoch + 1)
+    if selected is None:
+      return
+    steps = self.checkpointer.best_steps()
+    if selected in steps:
+      try:
+        self.best = self.checkpointer.restore_best(self.weights(), selected)[0]
+        return
+      except errors.CheckpointError:
+        if selected != self.resume.epoch or self.resume.partial is not None:
+          raise
+        logging.warning("fold %d: best/%d is damaged; saving it again from latest", self.fold,
+                        selected)
+    elif selected != self.resume.epoch or self.resume.partial is not None:
+      raise errors.CheckpointError(
+          f"{self.fold_dir / 'checkpoints' / 'best'}: no checkpoint of epoch {selected}, the "
+          f"best on validation (found: {steps or 'none'}); delete {self.fold_dir} and rerun the "
+          "training command: the fold trains again from its first epoch")
+    self.best = jax.tree.map(jnp.copy, self.weights())
+    self.checkpointer.save_best(selected, self.best, meta)
 
   def batches(self, order: np.ndarray, batch_size: int, first_batch: int = 0):
     """The global batches of `order` on the mesh (`feeding.Feeder`)."""
@@ -213,8 +240,27 @@ class FoldTrainer:
       problem = "a weight is NaN or infinite"
     if problem is not None:
       raise errors.TrainingError(
-          f"fold {self.fold} epoch {epoch} step {step}/{self.steps_per_epoch}: {problem}; lower "
-          "config.train.learning_rate (the last good checkpoint is kept)")
+          f"fold {self.fold} epoch {epoch} step {step}/{self.steps_per_epoch}: {problem}; "
+          f"{self.nonfinite_cause()}")
+
+  def nonfinite_cause(self) -> str:
+    """Why the training became NaN/Inf and what to do: a damaged input (the restored weights are
+    checked when restored), else the learning rate."""
+    waveforms = self.data.waveforms
+    for index in self.data.split.train:
+      if not np.isfinite(waveforms[index]).all():
+        utterance = self.data.manifest[int(index)]
+        cache_dir = self.config.data.cache_dir
+        cache_dir = f"{cache_dir}/decoded" if cache_dir else cache.default_cache_dir() / "decoded"
+        return (f"the input is damaged, not the learning rate: utterance {utterance.utt_id} "
+                f"({utterance.path}) has NaN or infinite samples; repair or remove that file, "
+                f"delete the decoded cache {cache_dir} and rerun")
+    if self.noise is not None and not bool(self.all_finite(self.noise)):
+      return (f"the input is damaged, not the learning rate: a noise clip of "
+              f"{self.config.train.augment.noise_dir} has NaN or infinite samples; repair or "
+              "remove it and rerun")
+    return ("lower config.train.learning_rate (the last good checkpoint is kept) and rerun with "
+            "a new --workdir (a run with another rate is another config)")
 
   def preempt(self, epoch: int, step: int, sums, seconds: float) -> None:
     """Saves the state before `step` of `epoch` (with the epoch's running sums, so that a rerun
@@ -314,19 +360,19 @@ class FoldTrainer:
         batch_stats=jax.device_put(statistics, parallel.replicated(self.mesh)))
 
   def after_epoch(self, epoch: int, record: dict) -> None:
-    """Keeps the best weights on validation and checkpoints the epoch (best, then latest)."""
+    """Keeps the best weights on validation and checkpoints the epoch (latest, then best)."""
     improved = is_new_best(self.history, self.config.train.select_metric)
     if improved:  # a copy: the next train_step donates (and frees) the state's buffers
       self.best = jax.tree.map(jnp.copy, self.weights())
     if is_new_best_test(self.history):
       self.best_test = {"epoch": epoch, **{split: probabilities.tolist() for split, probabilities
                                            in self.last_probabilities.items()}}
-    if self.checkpointer is not None:
+    if self.checkpointer is not None:  # latest first: `restore_best` rebuilds a missing best
       meta = {"epoch": epoch, "history": self.history,
               "best_test_probabilities": self.best_test}
+      self.save_latest(meta)
       if improved:
         self.checkpointer.save_best(epoch, self.weights(), meta)
-      self.save_latest(meta)
 
   def log_epoch(self, epoch: int, record: dict, epoch_times: list[float]) -> None:
     remaining = (self.config.train.num_epochs - epoch) * float(np.mean(epoch_times))
@@ -427,6 +473,13 @@ def fold_result(config, data: FoldData, history: list, train_accuracy: float
       best_test_wa=best_test["test"]["wa"], best_test_ua=best_test["test"]["ua"],
       train_utterances_per_s=float(np.median([r["utterances_per_s"] for r in history])),
       history=history)
+
+
+def select_epoch(history: list[dict], metric: str) -> int | None:
+  """The epoch with the best validation `metric` (the first of equals), None without epochs."""
+  if not history:
+    return None
+  return max(history, key=lambda r: r["val"][metric])["epoch"]
 
 
 def jit_options(train_config) -> dict:

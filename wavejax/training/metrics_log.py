@@ -66,6 +66,16 @@ def scalars(record: Mapping, prefix: str = "") -> dict[str, float]:
   return out
 
 
+def _epoch_of(line: str) -> float:
+  """The epoch of a JSON line; infinity for a blank or damaged line (one cut short by a full disk
+  or a kill), which is then dropped: the resumed run writes its epoch again."""
+  try:
+    record = json.loads(line)
+    return float(record.get("epoch", 0))
+  except (ValueError, AttributeError, TypeError):
+    return float("inf")
+
+
 class MetricsLog:
   """JSON lines (always) and TensorBoard scalars (optional) of a fold's epochs."""
 
@@ -140,8 +150,7 @@ class MetricsLog:
     """Removes the lines of epochs >= `epoch` (a resumed run rewrites them)."""
     if not self.path.exists():
       return
-    kept = [line for line in self.path.read_text().splitlines()
-            if line.strip() and json.loads(line).get("epoch", 0) < epoch]
+    kept = [line for line in self.path.read_text().splitlines() if _epoch_of(line) < epoch]
     temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
     temporary.write_text("".join(f"{line}\n" for line in kept))
     os.replace(temporary, self.path)

@@ -277,6 +277,12 @@ def stale_reason(path, owner: Owner | None, timeout_s: float, now: float | None 
   return None
 
 
+def holds(path) -> bool:
+  """True when this process holds the lock `path` (e.g. a sweep cell's, around its training)."""
+  owner = read_owner(path)
+  return owner is not None and owner.pid == os.getpid() and owner.token in _HELD
+
+
 class Lock:
   """A held lock file; refreshes its mtime every `heartbeat_s` until `release()`."""
 
