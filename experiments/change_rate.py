@@ -10,19 +10,27 @@ every epoch the paper's mean change rate mean |(w_i - w_{i-1}) / w_{i-1}| of eve
 plots it per iteration; here it is per epoch, i.e. over all the steps of an epoch. Fig. 4's claim:
 SoundNet's convolutions change little, SimpleNet's filters change much more. Writes
 `change_rate.json` and PNG/PDF figures into --workdir.
+
+The claim gets a verdict with a 95 % bootstrap interval over filters (`filter_difference`): each
+output filter's relative norm change ||dw_f|| / ||w_f|| per epoch, averaged over epochs, of
+SimpleNet's front-end against SoundNet's first 6 convolutions (their filters pooled as one group);
+printed on one line, under `claims` in change_rate.json and drawn in `claims_forest.png` (with
+matplotlib). The JSON keeps each model's per-filter means (`mean_relative_norm_per_filter`, of
+the front-end kernels), not the per-epoch per-filter numbers.
 """
 
 from __future__ import annotations
 
 import pathlib
 
+import numpy as np
 from absl import flags
 
-from wavejax import cli, runtime, training
+from wavejax import cli, errors, runtime, training
 from wavejax import config as wavejax_config
 from wavejax.analysis import common
 from wavejax.config import presets
-from wavejax.reporting import plots
+from wavejax.reporting import forest_plot, plots, stats
 from wavejax.training import change_rate, hooks
 
 PROG = "change_rate"
@@ -32,6 +40,11 @@ _MODELS = flags.DEFINE_list("models", ["simplenet_cnn", "soundnet"], "Models (co
 _PRESET = presets.define_flag(presets.CHANGE_RATE, "builtin")
 _FOLD = flags.DEFINE_integer("fold", 1, "Fold to train.")
 _EPOCHS = flags.DEFINE_integer("epochs", None, "Override train.num_epochs.")
+
+SIMPLENET, SOUNDNET = "simplenet_cnn", "soundnet"
+PER_FILTER = "mean_relative_norm_per_filter"
+CLAIM = "Fig. 4: SimpleNet's filters change more per epoch than SoundNet's first convolutions"
+MEASURE = "relative norm change per filter per epoch, SimpleNet - SoundNet"
 
 
 def train_model(name: str) -> dict:
@@ -45,8 +58,12 @@ def train_model(name: str) -> dict:
                                  hooks=[tracking])
   result = trainer.run()
   history = tracking.tracker.history
-  return {"history": history, "mean_rate": change_rate.mean_rates(history),
+  per_filter = change_rate.mean_per_filter(history)
+  return {"history": [{k: v for k, v in entry.items() if k != "relative_norm_per_filter"}
+                      for entry in history],
+          "mean_rate": change_rate.mean_rates(history),
           "mean_relative_norm": change_rate.mean_rates(history, "relative_norm"),
+          PER_FILTER: {k: v for k, v in per_filter.items() if is_filter_layer(k)},
           "test_wa": result.test["wa"], "train_accuracy": result.train_accuracy}
 
 
@@ -56,9 +73,57 @@ def is_filter_layer(layer: str) -> bool:
 
 
 def filter_rates(run: dict, key: str, count: int = 6) -> dict:
-  """The front-end kernels' mean rates (`key`: "mean_rate" or "mean_relative_norm"), at most
-  `count` of them (Fig. 4 shows SoundNet's first 6 convolutions)."""
+  """The front-end kernels' mean rates (`key`: "mean_rate", "mean_relative_norm" or
+  `PER_FILTER`), at most `count` of them (Fig. 4 shows SoundNet's first 6 convolutions)."""
   return dict([(k, v) for k, v in run[key].items() if is_filter_layer(k)][:count])
+
+
+def _filter_group(runs: dict, name: str) -> np.ndarray:
+  """`name`'s per-filter rates: SimpleNet's `frontend` kernel, SoundNet's first 6 convolutions."""
+  rates = filter_rates(runs[name], PER_FILTER, 1 if name == SIMPLENET else 6)
+  values = np.concatenate([np.ravel(v) for v in rates.values()]) if rates else np.zeros(0)
+  if values.size < 2:
+    raise errors.ResultsError(f"Fig. 4 claim: {name} recorded {values.size} filter change rates; "
+                              "train it for at least one epoch (--epochs) with a front-end of "
+                              "two or more filters")
+  return values
+
+
+def filter_difference(runs: dict, num_resamples: int = 10000, seed: int = 0,
+                      confidence: float = 0.95) -> stats.Difference | None:
+  """Fig. 4 with an interval over filters: SimpleNet's minus SoundNet's mean per-filter change.
+
+  Per filter, ||dw_f|| / ||w_f|| per epoch averaged over the epochs (`PER_FILTER`); A is
+  SimpleNet-CNN's front-end filters, B SoundNet's first 6 convolutions' output filters (as
+  `filter_rates` picks them), the filters of those different layers pooled as one group;
+  `stats.group_difference(A, B)`. None when either model is not in `runs`.
+  """
+  if SIMPLENET not in runs or SOUNDNET not in runs:
+    return None
+  return stats.group_difference(_filter_group(runs, SIMPLENET), _filter_group(runs, SOUNDNET),
+                                num_resamples, seed, confidence)
+
+
+def claim_line(difference: stats.Difference | None, models) -> str:
+  """The claim's printed line: difference [interval] confidence -> verdict (filters), or why
+  there is no claim."""
+  if difference is None:
+    return (f"{CLAIM}: no claim (needs both {SIMPLENET} and {SOUNDNET} in --models; got "
+            f"{','.join(models)})")
+  return (f"{CLAIM} ({MEASURE}): {difference.difference:+.3g} [{difference.low:+.3g}, "
+          f"{difference.high:+.3g}] {100 * difference.confidence:g}% -> {difference.verdict} "
+          f"({difference.sizes['a']} vs {difference.sizes['b']} filters)")
+
+
+def draw_claims(figures: common.Figures, difference: stats.Difference | None) -> None:
+  """`claims_forest.png` in the figures' folder, when there is a claim and matplotlib."""
+  if difference is None or not plots.available():
+    return
+  path = forest_plot.forest_plot(
+      [("SimpleNet - SoundNet filters", difference)], figures.directory / "claims_forest.png",
+      f"Fig. 4: change per epoch with {100 * difference.confidence:g}% interval",
+      "difference of mean ||dw_f|| / ||w_f|| per epoch (SimpleNet - SoundNet)")
+  figures.paths.append(str(path))
 
 
 def verdict(runs: dict) -> str:
@@ -94,10 +159,15 @@ def main(argv) -> int:
   figures.save(plots.change_rate_figure, "change_rate_relative_norm",
                {name: run["history"] for name, run in runs.items()}, "relative_norm")
   line = verdict(runs)
+  difference = filter_difference(runs)
+  draw_claims(figures, difference)
+  claims = [] if difference is None else [
+      {"claim": CLAIM, "measure": MEASURE, **difference.to_json()}]
   report = {"preset": _PRESET.value, "fold": _FOLD.value, "models": runs, "verdict": line,
-            "figures": figures.paths}
+            "claims": claims, "figures": figures.paths}
   path = common.write_json(workdir / "change_rate.json", report)
   print(line)
+  print(claim_line(difference, runs))
   print(f"Numbers: {path}")
   if figures.paths:
     print("Figures: " + ", ".join(p for p in figures.paths if p.endswith(".png")))

@@ -14,6 +14,12 @@ response that moved below its initial band (Fig. 6: "adding more passbands at lo
 the bank's cumulative frequency response, and the learned spectrogram of one utterance
 (`--utterance`: an utterance id of the run's corpus or a wav path; default the first test
 utterance of the fold). Writes `filters.json` and PNG/PDF figures into --workdir.
+
+Fig. 6's claim "high-frequency filters change more than low ones" gets a verdict: the mean
+relative weight change ||w - w0|| / ||w0|| of the upper half of the bank (by initial centroid)
+minus that of the lower half, with a 95 % bootstrap interval over filters
+(`learned_filters.high_low_difference`); printed on one line, under `claims` in filters.json and
+drawn in `claims_forest.png` (with matplotlib).
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from wavejax.analysis import common, learned_filters
 from wavejax.config import presets
 from wavejax.data import audio
 from wavejax.inference import model as loaded_model
-from wavejax.reporting import plots
+from wavejax.reporting import forest_plot, plots, stats
 
 PROG = "filters"
 
@@ -40,6 +46,8 @@ _PRESET = presets.define_flag(presets.FILTERS, "builtin")
 _UTTERANCE = flags.DEFINE_string("utterance", None, "Utterance id or wav path for the learned "
                                  "spectrogram (default: the fold's first test utterance).")
 _SELECTED = flags.DEFINE_integer("num_selected", 4, "Filters shown in time and frequency.")
+
+HIGH_LOW_MEASURE = "relative weight change, high - low"
 
 
 def train_run(workdir: pathlib.Path) -> pathlib.Path:
@@ -68,6 +76,35 @@ def pick_utterance(loaded: loaded_model.LoadedModel, choice: str | None) -> tupl
   return f"{utterance.utt_id} ({label})", np.asarray(data.waveforms[index])
 
 
+def claim_record(claim: str, measure: str, difference: stats.Difference) -> dict:
+  """A claim's entry of `claims` in the JSON: its text, its measure and the difference."""
+  return {"claim": claim, "measure": measure, **difference.to_json()}
+
+
+def claim_line(record: dict) -> str:
+  """One printed line: claim (measure): difference [interval] confidence -> verdict (filters)."""
+  return (f"{record['claim']} ({record['measure']}): {record['difference']:+.3g} "
+          f"[{record['low']:+.3g}, {record['high']:+.3g}] {100 * record['confidence']:g}% -> "
+          f"{record['verdict']} ({sum(record['sizes'].values())} filters)")
+
+
+def draw_claims(figures: common.Figures, claims: list[tuple[str, stats.Difference]],
+                title: str, xlabel: str) -> None:
+  """`claims_forest.png` in the figures' folder, when matplotlib is installed."""
+  if claims and plots.available():
+    path = forest_plot.forest_plot(claims, figures.directory / "claims_forest.png", title, xlabel)
+    figures.paths.append(str(path))
+
+
+def high_low_claim(drift: dict, figures: common.Figures) -> list[dict]:
+  """Fig. 6's claim with its interval, as `claims` records; draws `claims_forest.png`."""
+  difference = learned_filters.high_low_difference(drift["per_filter"])
+  draw_claims(figures, [("high - low filters", difference)],
+              f"Fig. 6: relative weight change with {100 * difference.confidence:g}% interval",
+              "difference of mean ||w - w0|| / ||w0|| (high - low)")
+  return [claim_record(learned_filters.HIGH_LOW_CLAIM, HIGH_LOW_MEASURE, difference)]
+
+
 def analyse(loaded: loaded_model.LoadedModel, figures: common.Figures) -> dict:
   initial_vars = loaded_model.init_variables(loaded.model, loaded.config, loaded.num_samples,
                                         loaded.fold)
@@ -94,11 +131,12 @@ def analyse(loaded: loaded_model.LoadedModel, figures: common.Figures) -> dict:
                cumulative_initial, cumulative_trained)
   figures.save(plots.learned_spectrogram_figure, "learned_spectrogram", spec_initial,
                spec_trained, window_ms, f"{name}, {loaded.config.model.name}")
+  claims = high_low_claim(drift, figures)
   step = max(1, len(freqs) // 256)
   return {
       "run": str(loaded.workdir), "fold": loaded.fold, "epoch": loaded.epoch,
       "model": loaded.config.model.name, "sample_rate": rate, "kernel_shape": list(trained.shape),
-      "selected_filters": selected, "drift": drift,
+      "selected_filters": selected, "drift": drift, "claims": claims,
       "cumulative_response": {"freqs_hz": freqs[::step],
                               "initial_db": 10 * np.log10(cumulative_initial[::step] + 1e-20),
                               "trained_db": 10 * np.log10(cumulative_trained[::step] + 1e-20)},
@@ -123,6 +161,8 @@ def main(argv) -> int:
   path = common.write_json(workdir / "filters.json", report)
   for line in report["verdicts"]:
     print(line)
+  for record in report["claims"]:
+    print(claim_line(record))
   print(f"Numbers: {path}")
   if figures.paths:
     print("Figures: " + ", ".join(p for p in figures.paths if p.endswith(".png")))

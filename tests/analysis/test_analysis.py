@@ -1,5 +1,7 @@
 """Tests of wavejax.analysis (the paper's Sec. 2-4 claims as numbers) and its figures."""
 
+import json
+import math
 import subprocess
 import sys
 
@@ -201,6 +203,48 @@ def test_drift_measures_added_low_passbands():
   assert total.shape == freqs.shape and total.min() > 0.5  # the bank covers 0-8 kHz
 
 
+def _moved(bank, columns, amounts, seed=0):
+  """`bank` with each filter in `columns` moved by `amounts[i]` x its norm in a random direction:
+  its relative weight change ||w - w0|| / ||w0|| is exactly `amounts[i]`."""
+  moved = bank.copy()
+  directions = rng(seed).standard_normal((bank.shape[0], len(columns)))
+  directions /= np.linalg.norm(directions, axis=0)
+  moved[:, columns] += directions * np.asarray(amounts) * np.linalg.norm(bank[:, columns], axis=0)
+  return moved
+
+
+def test_high_low_difference_has_the_moved_amount_in_its_interval():
+  initial = filters.fir_filterbank(16, 128, FS).astype(np.float64)  # band k = k-th lowest
+  amounts = np.linspace(0.2, 0.4, 8)  # mean 0.3
+  high = learned_filters.drift(initial, _moved(initial, range(8, 16), amounts), FS)
+  result = learned_filters.high_low_difference(high["per_filter"], num_resamples=2000)
+  assert result.difference == pytest.approx(0.3)
+  assert result.value_b == pytest.approx(0.0, abs=1e-12)
+  assert result.low < 0.3 < result.high and result.half_width < 0.1
+  assert result.verdict == "supported" and result.sizes == {"a": 8, "b": 8}
+  assert result.value_a == pytest.approx(high["summary"]["relative_change_high_half"])
+  low = learned_filters.drift(initial, _moved(initial, range(8), amounts), FS)
+  result = learned_filters.high_low_difference(low["per_filter"], num_resamples=2000)
+  assert result.difference == pytest.approx(-0.3) and result.high < 0
+  assert result.verdict == "contradicted"
+  same = learned_filters.drift(initial, initial, FS)
+  result = learned_filters.high_low_difference(same["per_filter"], num_resamples=200)
+  assert (result.difference, result.low, result.high) == (0.0, 0.0, 0.0)
+  assert result.verdict == "undecided"
+
+
+def test_high_low_difference_splits_by_initial_centre_not_by_index():
+  initial = filters.fir_filterbank(8, 128, FS).astype(np.float64)[:, ::-1]  # high bands first
+  moved = learned_filters.drift(initial, _moved(initial, range(4), [0.5] * 4), FS)
+  result = learned_filters.high_low_difference(moved["per_filter"], num_resamples=200)
+  assert result.difference == pytest.approx(0.5) and result.verdict == "supported"
+  low, high = learned_filters.frequency_halves([5.0, 1.0, 3.0, 2.0, 4.0])
+  assert low.tolist() == [1, 3] and high.tolist() == [2, 4, 0]  # odd: the median goes up
+  with pytest.raises(errors.ConfigError, match="4 or more filters"):
+    learned_filters.high_low_difference(
+        learned_filters.drift(initial[:, :3], initial[:, :3], FS)["per_filter"])
+
+
 def test_frontend_kernel_and_learned_spectrogram(tmp_path):
   config = tiny_config(tmp_path)
   config.model.frontend.num_filters = 8
@@ -259,6 +303,33 @@ def test_tracker_reports_every_kernel_per_epoch():
   assert change_rate.mean_rates(tracker.history) == {"frontend": 0.25, "head/Dense_0": 0.25}
 
 
+@pytest.mark.parametrize("shape", [(6, 4), (5, 3, 4)], ids=["taps_filters", "taps_in_out"])
+def test_per_filter_change_is_the_numpy_norm_ratio(shape):
+  r = rng(7)
+  previous = r.standard_normal(shape)
+  current = previous + r.standard_normal(shape) * np.arange(1, 5)  # filter f moves ~ f + 1
+  previous[..., 2] = 0.0  # a filter that was all 0: no rate, as relative_norm_change
+  expected = [np.linalg.norm(current[..., f] - previous[..., f]) / np.linalg.norm(previous[..., f])
+              if f != 2 else 0.0 for f in range(4)]
+  got = change_rate.relative_norm_change_per_filter(previous, current)
+  assert got.shape == (4,)
+  np.testing.assert_allclose(got, expected, rtol=1e-12)
+  second = current * np.array([1.0, 2.0, 1.0, 0.5])  # filter 1 doubles, filter 3 halves
+  tracker = change_rate.ChangeRateTracker()
+  tracker.update(0, {"frontend": {"kernel": previous}})
+  tracker.update(1, {"frontend": {"kernel": current}})
+  tracker.update(2, {"frontend": {"kernel": second}})
+  np.testing.assert_allclose(tracker.history[0]["relative_norm_per_filter"]["frontend"], expected,
+                             rtol=1e-6)  # the tracker keeps float32 copies
+  np.testing.assert_allclose(tracker.history[1]["relative_norm_per_filter"]["frontend"],
+                             [0.0, 1.0, 0.0, 0.5], atol=1e-6)
+  means = change_rate.mean_per_filter(tracker.history)
+  np.testing.assert_allclose(means["frontend"], (np.array(expected) + [0.0, 1.0, 0.0, 0.5]) / 2,
+                             rtol=1e-6)
+  assert change_rate.mean_per_filter(tracker.history, ["frontend", "other"]).keys() == {
+      "frontend"}
+
+
 # Figures ---------------------------------------------------------------------------------------
 
 
@@ -311,6 +382,10 @@ def test_aliasing_experiment_without_training(tmp_path):
   assert (tmp_path / "aliasing.json").exists()
 
 
+CLAIM_LINES = {"filters": "Fig. 6: high-frequency filters change more than low ones",
+               "change_rate": "Fig. 4: SimpleNet's filters change more per epoch than SoundNet's"}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("script,args", [
     ("aliasing", []), ("filters", []), ("change_rate", [])])
@@ -320,3 +395,31 @@ def test_experiments_smoke(tmp_path, script, args):
        *args], cwd=REPO, capture_output=True, text=True, timeout=900)
   assert out.returncode == 0, out.stderr[-3000:]
   assert (tmp_path / f"{script}.json").exists()
+  if script not in CLAIM_LINES:
+    return
+  claims = json.loads((tmp_path / f"{script}.json").read_text())["claims"]
+  assert len(claims) == 1
+  for claim in claims:
+    assert claim["verdict"] in ("supported", "contradicted", "undecided")
+    numbers = (claim["difference"], claim["low"], claim["high"], claim["value_a"],
+               claim["value_b"], claim["half_width"])
+    assert all(math.isfinite(x) for x in numbers), claim
+    assert claim["low"] <= claim["difference"] <= claim["high"] and claim["confidence"] == 0.95
+    assert claim["claim"].startswith(CLAIM_LINES[script]) and claim["measure"]
+  line = next(x for x in out.stdout.splitlines() if x.startswith(CLAIM_LINES[script]))
+  assert f"95% -> {claims[0]['verdict']} (" in line and line.endswith(" filters)"), line
+  from wavejax.reporting import plots
+  if plots.available():
+    assert (tmp_path / "claims_forest.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_change_rate_without_soundnet_has_no_claim(tmp_path):
+  out = subprocess.run(
+      [sys.executable, "-m", "experiments.change_rate", f"--workdir={tmp_path}", "--preset=smoke",
+       "--models=simplenet_cnn"], cwd=REPO, capture_output=True, text=True, timeout=900)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert f"{CLAIM_LINES['change_rate']} first convolutions: no claim" in out.stdout
+  report = json.loads((tmp_path / "change_rate.json").read_text())
+  assert report["claims"] == [] and not (tmp_path / "claims_forest.png").exists()
+  assert len(report["models"]["simplenet_cnn"]["mean_relative_norm_per_filter"]["frontend"]) > 1

@@ -3,6 +3,7 @@ group, or with --nogroup every run alone, into the same table), resumes, and pic
 validation; shards of it run concurrently, survive a killed or stopped worker, and collect into the
 same table."""
 
+import csv
 import json
 import os
 import re
@@ -15,6 +16,7 @@ import time
 import pytest
 
 from helpers import REPO
+from wavejax.reporting import plots
 
 GRID = ["--preset=smoke", "--models=simplenet_cnn", "--tasks=emotion", "--lrs=1e-4,1e-3",
         "--folds=1,2"]
@@ -309,3 +311,82 @@ def test_collect_names_a_damaged_result(reference, cache, tmp_path):
   assert done.returncode == 1 and "Traceback" not in done.stderr
   assert done.stderr.strip().splitlines()[-1].startswith(
       f"table1: error: {damaged}: damaged (") and "delete it and rerun" in done.stderr
+
+
+def always_wrong(path):
+  """Rewrites a predictions.csv so that every prediction is a wrong class, with its probability."""
+  with open(path, newline="") as f:
+    rows = list(csv.DictReader(f))
+  classes = [name[2:] for name in rows[0] if name.startswith("p_")]
+  for row in rows:
+    wrong = classes[(classes.index(row["label"]) + 1) % len(classes)]
+    row["predicted"] = wrong
+    for name in classes:
+      row[f"p_{name}"] = "1" if name == wrong else "0"
+  with open(path, "w", newline="") as f:
+    writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+
+
+def test_collect_rules_on_the_claims_and_names_runs_without_predictions(reference, cache,
+                                                                         tmp_path):
+  """A second model made of the first one's runs, always wrong: SimpleNet-CNN beats it (insight
+  2) by exactly its own test WA; without one fold's predictions the claim is not ruled and the
+  run is named."""
+  workdir = tmp_path / "t1"
+  shutil.copytree(reference[0], workdir)
+  shutil.copytree(workdir / "simplenet_cnn", workdir / "specnet")
+  for path in (workdir / "specnet").rglob("predictions.csv"):
+    always_wrong(path)
+  done = run_table(workdir, cache, "--collect", "--models=simplenet_cnn,specnet")
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert not ran_cells(done.stderr)
+  table = table_of(workdir)
+  ruled = {c["key"]: c for c in table["claims"]}
+  insight = ruled["insight_2"]
+  pair = insight["pairs"][0]
+  cnn_wa = table["table"]["emotion"]["simplenet_cnn"]["test_wa"]["mean"]
+  assert pair["difference"]["difference"] == pytest.approx(cnn_wa, abs=1e-12)
+  assert pair["difference"]["value_b"] == 0.0
+  assert pair["mcnemar"]["b_only"] == 0 and pair["mcnemar"]["a_only"] == round(16 * cnn_wa)
+  assert insight["verdict"] == pair["difference"]["verdict"] == "supported"
+  assert ruled["best_on_emotion"]["verdict"] == "not ruled"
+  assert "SoundNet" in ruled["best_on_emotion"]["reason"]
+  assert table["lacking_predictions"] == []
+  markdown = (workdir / "table1.md").read_text()
+  assert "| Sec. 4.2, insight 2: SimpleNet-CNN beats SpecNet" in markdown
+  assert "supported |" in markdown and "Interval half-widths" in markdown
+  if plots.available():
+    assert (workdir / "table1_claims.png").stat().st_size > 1000
+  lr = f"{table['table']['emotion']['simplenet_cnn']['learning_rate']:g}"
+  (workdir / f"simplenet_cnn/emotion/lr{lr}/seed0/fold_2/predictions.csv").unlink()
+  again = run_table(workdir, cache, "--collect", "--models=simplenet_cnn,specnet")
+  assert again.returncode == 0, again.stderr[-3000:]
+  table = table_of(workdir)
+  assert table["lacking_predictions"] == [
+      {"model": "simplenet_cnn", "task": "emotion", "lr": float(lr), "seed": 0,
+       "why": "no predictions.csv in fold 2 (trained by an older wavejax)"}]
+  assert {c["key"]: c for c in table["claims"]}["insight_2"]["verdict"] == "not ruled"
+  assert f"- simplenet_cnn emotion lr={lr} seed 0: no predictions.csv in fold 2" in (
+      workdir / "table1.md").read_text()
+
+
+def test_the_decisive_preset_trains_three_seeds_at_iemocaps_size(cache, tmp_path):
+  """--preset=decisive plans 3 seeds per cell (--seeds overrides it) at 550 task utterances per
+  speaker and 6 s clips; collecting an empty workdir plans without generating the corpus."""
+  from wavejax.config import presets  # pylint: disable=g-import-not-at-top
+  fields = presets.fields("decisive", presets.TABLE1)
+  assert fields["data.builtin.utterances_per_speaker"] * 2 == 1100  # per session: two speakers
+  assert fields["data.builtin.clip_seconds"] == 6.0
+  workdir = tmp_path / "decisive"
+  workdir.mkdir()
+  plan = ["--preset=decisive", "--collect", "--models=specnet", "--tasks=emotion", "--lrs=1e-3",
+          "--folds=1"]
+  for extra, seeds in (((), [0, 1, 2]), (("--seeds=4",), [4])):
+    done = subprocess.run([sys.executable, "-m", "experiments.table1", f"--workdir={workdir}",
+                           *plan, *extra], cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env=table_env(cache))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert [cell["seed"] for cell in table_of(workdir)["missing"]] == seeds
+  assert not list(cache.glob("*-n550"))

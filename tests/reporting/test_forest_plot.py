@@ -69,3 +69,16 @@ def test_without_matplotlib_it_says_how_to_install_it(monkeypatch, tmp_path):
   with pytest.raises(plots.PlotsUnavailableError, match=r"pip install 'wavejax\[plots\]'") as info:
     forest_plot.forest_plot([("a", claim(0.1, 0.0, 0.2))], tmp_path / "claims.png")
   assert "\n" not in str(info.value)
+
+
+def test_a_verdict_given_with_a_claim_colours_its_row(tmp_path):
+  """An equivalence claim is read against its margin, not zero: its own verdict sets the colour."""
+  pytest.importorskip("matplotlib")
+  within = claim(0.01, -0.02, 0.025)  # undecided against zero, within a 3-point margin
+  path = forest_plot.forest_plot([("within 3 points", within, "supported")],
+                                 tmp_path / "one.png")
+  assert pixels_of(path, forest_plot.COLOURS["supported"]) > 20
+  against_zero = forest_plot.forest_plot([("within 3 points", within)], tmp_path / "zero.png")
+  assert pixels_of(against_zero, forest_plot.COLOURS["supported"]) == 0
+  with pytest.raises(errors.ResultsError, match="verdict 'maybe'"):
+    forest_plot.forest_plot([("x", within, "maybe")], tmp_path / "two.png")

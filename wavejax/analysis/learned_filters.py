@@ -10,6 +10,8 @@ passbands at low frequency". This module measures that for every filter of a ban
 * `drift`: per filter, the change of those between two banks, the relative weight change
   ||w - w0|| / ||w0|| and the share of |H|^2 below the filter's initial band (the "passbands at
   low frequency"), with a summary and a one-line verdict;
+* `high_low_difference`: Fig. 6's first claim with a bootstrap interval over filters: mean relative
+  weight change of the upper half of the bank (by initial centre) minus that of the lower half;
 * `cumulative_response`: the bank's summed power response (which frequencies the front-end
   passes at all);
 * `learned_spectrogram`: the front-end's `[windows, filters]` output for one waveform.
@@ -27,6 +29,11 @@ from scipy import stats
 
 from wavejax import errors
 from wavejax.models import filters
+from wavejax.reporting import stats as wavejax_stats
+
+# Fig. 6's first claim and the per-filter measure `high_low_difference` compares.
+HIGH_LOW_CLAIM = "Fig. 6: high-frequency filters change more than low ones"
+HIGH_LOW_MEASURE = "relative_change"
 
 
 def frequency_response(kernel: np.ndarray, sample_rate: float,
@@ -121,13 +128,48 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
   return float(stats.spearmanr(a, b).statistic)
 
 
-def _drift_summary(p: dict) -> dict:
-  order = np.argsort(p["centroid_initial_hz"])
+def frequency_halves(centroids) -> tuple[np.ndarray, np.ndarray]:
+  """(low, high) filter indices: the bank split at the median of `centroids` (each filter's
+  initial centre frequency), by rank; with an odd count the middle filter goes to the upper
+  half, and ties keep the bank's order."""
+  order = np.argsort(np.asarray(centroids), kind="stable")
   half = len(order) // 2
-  low, high = order[:half], order[half:]
+  return order[:half], order[half:]
+
+
+def high_low_difference(per_filter: dict, num_resamples: int = 10000, seed: int = 0,
+                        confidence: float = 0.95) -> wavejax_stats.Difference:
+  """Fig. 6's claim "high-frequency filters change more than low ones", with an interval.
+
+  The measure is `drift`'s `relative_change`, ||w - w0|| / ||w0|| per filter: scale-free, so
+  filters of different gains compare. The bank is split at the median initial centroid
+  (`frequency_halves`, the halves of `drift`'s summary) and the result is
+  `stats.group_difference(upper half, lower half)`: positive when the high filters changed more.
+
+  Args:
+    per_filter: `drift(...)["per_filter"]` (needs `centroid_initial_hz` and `relative_change`).
+    num_resamples, seed, confidence: of the bootstrap.
+
+  Raises:
+    ConfigError: with fewer than 4 filters (each half needs two).
+  """
+  centroids = np.asarray(per_filter["centroid_initial_hz"], np.float64)
+  change = np.asarray(per_filter[HIGH_LOW_MEASURE], np.float64)
+  if len(centroids) < 4 or change.shape != centroids.shape:
+    raise errors.ConfigError(f"Fig. 6 claim: a bank of {len(centroids)} filters cannot be split "
+                             "into two halves of two or more; analyse a front-end of 4 or more "
+                             "filters")
+  low, high = frequency_halves(centroids)
+  return wavejax_stats.group_difference(change[high], change[low], num_resamples, seed,
+                                        confidence)
+
+
+def _drift_summary(p: dict) -> dict:
+  low, high = frequency_halves(p["centroid_initial_hz"])
+  half = len(low)
   gain = p["low_share_trained"] - p["low_share_initial"]
   return {
-      "num_filters": int(len(order)),
+      "num_filters": int(len(low) + len(high)),
       "mean_centroid_shift_hz": float(np.mean(p["centroid_shift_hz"])),
       "share_moved_down": float(np.mean(p["centroid_shift_hz"] < 0)),
       "mean_relative_change": float(np.mean(p["relative_change"])),

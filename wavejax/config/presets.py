@@ -4,7 +4,8 @@ benchmark (`--preset=NAME`).
 
 A preset names config fields applied to every training run it covers (`fields`), plus each
 command's own sizes: more config fields (`command_fields`) or settings that are not config fields,
-such as the benchmark's batch (`sizes`). A command accepts only the presets that name it.
+such as the benchmark's batch or Table 1's seeds (`sizes`; a command's own flag overrides them).
+A command accepts only the presets that name it.
 """
 
 from __future__ import annotations
@@ -46,6 +47,12 @@ PRESETS = {
         },
         sizes={ALIASING: dict(num_samples=16384, seeds=(0, 1, 2), per_class_per_session=20,
                               clip_seconds=0.5, epochs=6)}),
+    "decisive": Preset(
+        "the built-in corpus at IEMOCAP's size (550 task utterances per speaker: ~1,100 per "
+        "session, 6 s clips), the paper's sizes otherwise, and 3 seeds in Table 1",
+        commands=(MAIN, TABLE1),
+        fields={"data.builtin.utterances_per_speaker": 550, "data.builtin.clip_seconds": 6.0},
+        sizes={TABLE1: dict(seeds=(0, 1, 2))}),
     "smoke": Preset(
         "seconds per training run, for tests: 6 utterances per speaker, 1 s clips, batch 8",
         commands=(MAIN, TABLE1, FILTERS, CHANGE_RATE, ALIASING, BENCHMARK),

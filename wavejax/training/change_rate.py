@@ -11,6 +11,11 @@ trainer calls it once before the first epoch (the baseline) and after every epoc
 were exactly 0 (|w| <= `min_abs`) have no change rate and are left out of the mean; the relative
 norm change ||w_i - w_{i-1}|| / ||w_{i-1}|| is recorded beside the paper's number, since a few
 weights near 0 can dominate the mean of ratios.
+
+Per filter. The tracker also records, for every kernel, the relative norm change of each output
+filter, ||dw_f|| / ||w_f|| over all axes but the last (the filter axis of both kernel layouts:
+SimpleNet's front-end `[taps, filters]` and a convolution's `[taps, in, out]`); `mean_per_filter`
+averages it over epochs, so a claim about filters can have an interval over filters.
 """
 
 from __future__ import annotations
@@ -45,6 +50,18 @@ def relative_norm_change(previous: np.ndarray, current: np.ndarray) -> float:
   return float(np.linalg.norm(np.asarray(current, np.float64) - previous) / norm) if norm else 0.0
 
 
+def relative_norm_change_per_filter(previous: np.ndarray, current: np.ndarray) -> np.ndarray:
+  """`[F]`: ||w_i[..., f] - w_{i-1}[..., f]|| / ||w_{i-1}[..., f]|| per output filter f (the last
+  axis), the norms over all other axes; 0 for a filter whose previous weights are all 0 (as
+  `relative_norm_change`)."""
+  previous = np.atleast_1d(np.asarray(previous, np.float64))
+  previous = previous.reshape(-1, previous.shape[-1])
+  current = np.asarray(current, np.float64).reshape(previous.shape)
+  norms = np.linalg.norm(previous, axis=0)
+  changes = np.linalg.norm(current - previous, axis=0)
+  return np.divide(changes, norms, out=np.zeros_like(norms), where=norms > 0)
+
+
 class ChangeRateTracker:
   """Per-layer change rates between consecutive `update` calls (one per epoch).
 
@@ -56,8 +73,8 @@ class ChangeRateTracker:
       ...train...
       rates = tracker.update(epoch, state.params)   # {"frontend": 0.12, "head/Conv_0": ...}
 
-  `history` holds `{"epoch", "rate": {layer: float}, "relative_norm": {layer: float}}` per
-  update after the baseline.
+  `history` holds `{"epoch", "rate": {layer: float}, "relative_norm": {layer: float},
+  "relative_norm_per_filter": {layer: [F] float64 array}}` per update after the baseline.
   """
 
   def __init__(self, leaf_names=("kernel",), min_abs: float = 1e-12):
@@ -77,7 +94,10 @@ class ChangeRateTracker:
       rates = {name: change_rate(self.previous[name], current[name], self.min_abs)
                for name in common}
       norms = {name: relative_norm_change(self.previous[name], current[name]) for name in common}
-      self.history.append({"epoch": int(epoch), "rate": rates, "relative_norm": norms})
+      per_filter = {name: relative_norm_change_per_filter(self.previous[name], current[name])
+                    for name in common}
+      self.history.append({"epoch": int(epoch), "rate": rates, "relative_norm": norms,
+                           "relative_norm_per_filter": per_filter})
     self.previous = current
     return rates
 
@@ -100,3 +120,14 @@ def mean_rates(history: list[dict], key: str = "rate") -> dict[str, float]:
   layers = {layer for entry in history for layer in entry[key]}
   return {layer: float(np.mean([e[key][layer] for e in history if layer in e[key]]))
           for layer in sorted(layers)}
+
+
+def mean_per_filter(history: list[dict], layers=None) -> dict[str, np.ndarray]:
+  """`{layer: [F]}`: each filter's relative norm change ||dw_f|| / ||w_f|| averaged over the
+  epochs of a tracker `history` (of `layers`, default all) that recorded it."""
+  key = "relative_norm_per_filter"
+  recorded = {layer for entry in history for layer in entry.get(key, {})}
+  chosen = sorted(recorded) if layers is None else [layer for layer in layers
+                                                    if layer in recorded]
+  return {layer: np.mean([e[key][layer] for e in history if layer in e.get(key, {})], axis=0)
+          for layer in chosen}
