@@ -198,7 +198,8 @@ def test_drift_measures_added_low_passbands():
   assert summary["relative_change_high_half"] > 0.1 > summary["relative_change_low_half"]
   assert summary["low_share_gain_high_half"] > 0.1
   assert summary["mean_centroid_shift_hz"] < 0
-  assert moved["verdict"].startswith("Fig. 6 holds")
+  assert moved["verdict"].startswith("Fig. 6, low passbands added")
+  assert same["verdict"].startswith("Fig. 6, low passbands not added")
   freqs, total = learned_filters.cumulative_response(initial, FS)
   assert total.shape == freqs.shape and total.min() > 0.5  # the bank covers 0-8 kHz
 

@@ -12,7 +12,8 @@ from absl import logging
 from wavejax import errors
 from wavejax.data import audio
 
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".au", ".w64")
+AUDIO_SUFFIXES = (".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff",
+                  ".aifc", ".au", ".caf", ".w64", ".rf64")
 MISSING_AUDIO_POLICIES = ("error", "skip")
 
 

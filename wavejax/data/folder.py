@@ -1,13 +1,12 @@
 """The `folder` dataset: `root/<label>/*.wav`, the label being the folder name.
 
-Every audio file soundfile may read (`corpus.AUDIO_SUFFIXES`: wav, flac, ogg, mp3, aiff, ...) at
-any depth under a label folder belongs to that label. Hidden entries, `__MACOSX` and files
-directly in `root` are ignored (noted). A file reached twice through links (e.g. a link from a
-label folder back to `root`) is one file: used once under one label, an error under two. Speaker
-and gender are unknown, so the files are dealt to `num_folds` label-stratified groups one by one
-(such folds are not speaker-independent; use the `manifest` dataset with a speaker column for
-that). The `emotion` task uses the folders named
-neutral, happy, sad and angry; the `label` task every folder.
+Every audio file soundfile may read (`corpus.AUDIO_SUFFIXES`: wav, flac, ogg, opus, mp3, aiff, caf,
+...) at any depth under a label folder belongs to that label. Hidden entries, `__MACOSX` and files
+directly in `root` are ignored (noted). A file reached twice through links (e.g. a link from a label
+folder back to `root`) is one file: used once under one label, an error under two. Speaker and
+gender are unknown, so the files are dealt to `num_folds` label-stratified groups one by one (such
+folds are not speaker-independent; use the `manifest` dataset with a speaker column for that). The
+`emotion` task uses the folders named neutral, happy, sad and angry; the `label` task every folder.
 """
 
 from __future__ import annotations
