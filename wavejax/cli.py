@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ast
 import sys
+import warnings
 from typing import NoReturn
 
 from absl import app, flags
@@ -103,6 +104,10 @@ def run(main, prog: str) -> NoReturn:
       print(f"{prog}: {e}", file=sys.stderr)
       return e.exit_code
     except (errors.WavejaxError, OSError) as e:
+      # Work the error cut short (an aborted checkpoint write) may leave coroutines that are
+      # never awaited; their warnings at exit would follow, and bury, the one error line.
+      warnings.filterwarnings("ignore", message=r"coroutine .* was never awaited",
+                              category=RuntimeWarning)
       return error_status(prog, e)
 
   app.run(guarded, flags_parser=flags_parser(prog))

@@ -1,5 +1,6 @@
 """Checkpoints: a save that fails part-way never replaces the previous good checkpoint."""
 
+import logging as std_logging
 import os
 
 import jax.numpy as jnp
@@ -94,3 +95,19 @@ def test_a_long_reason_keeps_the_operating_systems_words():
   assert len(text) < 220
   assert checkpoint.reason(ValueError("short one\nsecond line")) == "short one"
   assert checkpoint.reason(ValueError("c" * 300)) == "c" * 100 + " ... " + "c" * 100
+
+
+def test_only_orbaxs_leftovers_of_a_reported_error_are_dropped_from_the_logs():
+  def record(message):
+    return std_logging.LogRecord("asyncio", std_logging.ERROR, "asyncio/base_events.py", 1,
+                                 message, None, None)
+
+  leftovers = ["Future exception was never retrieved\nfuture: <Future finished exception="
+               "ValueError('OUT_OF_RANGE: Error reading \"d/\" in OCDBT database at ...')>",
+               "Task was destroyed but it is pending! task: <Task coro=<orbax ... _save()>>",
+               "Exception in callback ...: RuntimeError('Event loop is closed')"]
+  unrelated = ["Future exception was never retrieved\nfuture: <Future exception=KeyError('x')>",
+               "Task was destroyed but it is pending! task: <Task coro=<mine()>>"]
+  quiet = checkpoint._QuietOrbaxFailures()
+  assert [quiet.filter(record(m)) for m in leftovers] == [False, False, False]
+  assert [quiet.filter(record(m)) for m in unrelated] == [True, True]

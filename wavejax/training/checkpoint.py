@@ -255,7 +255,7 @@ def _from_orbax_after_its_error(message: str, error: BaseException | None, sourc
   if code is not None and "orbax" in code.co_filename:
     return True
   return ("exception was never retrieved" in message or "Task was destroyed" in message) and (
-      "orbax" in message or "TensorStore" in message)
+      "orbax" in message or "TensorStore" in message or "OCDBT" in message)
 
 
 class _QuietOrbaxFailures(std_logging.Filter):
