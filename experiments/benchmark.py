@@ -111,7 +111,7 @@ from wavejax.analysis import common
 from wavejax.config import models as model_configs
 from wavejax.config import presets
 from wavejax.models import MODELS, create_model, frontends, windowed, zoo
-from wavejax.training import group, steps
+from wavejax.training import group_steps, steps
 
 # The performance target: the full SimpleNet-CNN train step at least this many times PyTorch's.
 TARGET = ("jax/train_step/simplenet_cnn", 2.0)
@@ -378,7 +378,7 @@ def _group_step_case(name: str, members: int):
   def build(settings, waveforms):
     setup = train_setup(name, settings, waveforms)
     work = members * train_step_flops(name, settings, setup)
-    step, state = group.make_group_train_step(setup.model, setup.config, members,
+    step, state = group_steps.make_group_train_step(setup.model, setup.config, members,
                                               num_samples=waveforms.shape[1])
     batch = jax.tree.map(lambda x: jnp.stack([x] * members), setup.batch)
     compiled, compile_s = perf.compile_timed(step, state, batch, donate_argnums=0)

@@ -2,7 +2,7 @@ r"""Times grouped train steps (`wavejax.training.group`) against the single step
 checks that a member's first step is its single run's.
 
 For each model and each group size M of `--members`: the single jitted `steps.train_step` and the
-grouped step of M members (`group.make_group_train_step`: member i with seed i, one batch per
+grouped step of M members (`group_steps.make_group_train_step`: member i with seed i, one batch per
 member), on random batches of `--batch` utterances of `--seconds` s; median of `--repeats` timed
 steps after a warm-up. Prints, per row, milliseconds per step, utterances per second per member
 and in all, the speed-up of one grouped step over M single steps, the memory XLA reports for the
@@ -26,7 +26,7 @@ from absl import flags
 
 from wavejax import atomic, cli, config, runtime
 from wavejax.models import create_model
-from wavejax.training import group, steps
+from wavejax.training import group, group_steps, steps
 
 _MODELS = flags.DEFINE_list("models", ["simplenet_cnn", "specnet", "wavernn", "soundnet"],
                             "Models (wavejax.config.get_config names).")
@@ -72,8 +72,8 @@ def model_rows(name: str) -> list[dict]:
     batch = {"waveforms": rng.normal(size=(members, _BATCH.value, samples)).astype(np.float32),
              "labels": rng.integers(0, NUM_CLASSES, (members, _BATCH.value)).astype(np.int32),
              "weights": np.ones((members, _BATCH.value), np.float32)}
-    step, state = group.make_group_train_step(model, cfg, members, num_samples=samples)
-    first = group.member_slice(state, 0)  # a copy: the steps donate `state`
+    step, state = group_steps.make_group_train_step(model, cfg, members, num_samples=samples)
+    first = group_steps.member_slice(state, 0)  # a copy: the steps donate `state`
     analysis = step.lower(state, batch).compile().memory_analysis()
     state, metrics = step(state, batch)
     single = steps.create_train_state(model, cfg, samples, 1, 1)

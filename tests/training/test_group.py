@@ -25,7 +25,7 @@ from wavejax import errors, runtime, training
 from wavejax.data import pipeline
 from wavejax.models import create_model
 from wavejax.reporting import predictions
-from wavejax.training import group, loop, steps, workspace
+from wavejax.training import group, group_steps, loop, steps, workspace
 
 # (learning rate, seed): two rates sharing seed 0's data, and a second seed.
 MEMBERS = [(1e-3, 0), (3e-3, 0), (1e-3, 1)]
@@ -85,26 +85,26 @@ def test_member_updates_equal_adam_bit_for_bit(fields):
     config.update(fields)
     return config
 
-  members = [group.member_optimizer(train_config(r), steps_per_epoch, r) for r in rates]
+  members = [group_steps.member_optimizer(train_config(r), steps_per_epoch, r) for r in rates]
   adams = [steps.make_optimizer(train_config(r), steps_per_epoch) for r in rates]
   group_update = jax.jit(jax.vmap(members[0].update))  # the rate comes from the state
-  group_state = group.stack([tx.init(params) for tx in members])
+  group_state = group_steps.stack([tx.init(params) for tx in members])
   own_states = [tx.init(params) for tx in members]
   adam_states = [tx.init(params) for tx in adams]
-  vmapped_adam_states = [group.stack([tx.init(params)] * len(rates)) for tx in adams]
-  stacked_params = group.stack([params] * len(rates))
+  vmapped_adam_states = [group_steps.stack([tx.init(params)] * len(rates)) for tx in adams]
+  stacked_params = group_steps.stack([params] * len(rates))
   for _ in range(5):
     grads = [jax.tree.map(lambda p: rng.normal(size=p.shape).astype(np.float32) * 1e-3, params)
              for _ in rates]
-    updates, group_state = group_update(group.stack(grads), group_state, stacked_params)
+    updates, group_state = group_update(group_steps.stack(grads), group_state, stacked_params)
     for m, adam in enumerate(adams):
       own, own_states[m] = jax.jit(members[m].update)(grads[m], own_states[m], params)
       expected, adam_states[m] = jax.jit(adam.update)(grads[m], adam_states[m], params)
       vmapped, vmapped_adam_states[m] = jax.jit(jax.vmap(adam.update))(
-          group.stack(grads), vmapped_adam_states[m], stacked_params)
+          group_steps.stack(grads), vmapped_adam_states[m], stacked_params)
       for got, alone, want, batched in zip(
-          jax.tree.leaves(group.member_slice(updates, m)), jax.tree.leaves(own),
-          jax.tree.leaves(expected), jax.tree.leaves(group.member_slice(vmapped, m))):
+          jax.tree.leaves(group_steps.member_slice(updates, m)), jax.tree.leaves(own),
+          jax.tree.leaves(expected), jax.tree.leaves(group_steps.member_slice(vmapped, m))):
         np.testing.assert_array_equal(alone, want)
         np.testing.assert_array_equal(got, batched)
         np.testing.assert_array_max_ulp(got, want, maxulp=4)
@@ -129,7 +129,7 @@ def test_group_steps_match_single_steps(cache_dir):
   templates = []
   for m, config in enumerate(configs):
     own = steps.create_train_state(model, config, data[m].waveforms.shape[1], spe, fold=1)
-    for got, want in zip(jax.tree.leaves(group.member_slice(trainer.state.params, m)),
+    for got, want in zip(jax.tree.leaves(group_steps.member_slice(trainer.state.params, m)),
                          jax.tree.leaves(own.params)):
       np.testing.assert_array_equal(got, want)
     templates.append(own)
@@ -142,7 +142,7 @@ def test_group_steps_match_single_steps(cache_dir):
     before = trainer.state
     trainer.state, metrics = trainer.train_step(jax.tree.map(jnp.copy, before), batch)
     for m in range(len(configs)):
-      single = single_state_of(group.member_slice(before, m), templates[m])
+      single = single_state_of(group_steps.member_slice(before, m), templates[m])
       after, own_metrics = single_step(single, own_batches[m][k])
       np.testing.assert_allclose(metrics["loss_sum"][m], own_metrics["loss_sum"], rtol=1e-5)
       assert metrics["correct"][m] == own_metrics["correct"]
@@ -376,10 +376,10 @@ def test_a_diverging_member_fails_alone(cache_dir, monkeypatch, unbroken):
 def test_make_group_train_step_trains_members_with_their_own_seeds(cache_dir):
   config = tiny_config(cache_dir)
   model = create_model(config.model, num_classes=4)
-  step, state = group.make_group_train_step(model, config, 3, num_samples=16000)
+  step, state = group_steps.make_group_train_step(model, config, 3, num_samples=16000)
   own = steps.create_train_state(model, wavejax_config.resolve(
       tiny_config(cache_dir, seed=2)), 16000, 1, fold=1)
-  for got, want in zip(jax.tree.leaves(group.member_slice(state.params, 2)),
+  for got, want in zip(jax.tree.leaves(group_steps.member_slice(state.params, 2)),
                        jax.tree.leaves(own.params)):
     np.testing.assert_array_equal(got, want)
   rng = np.random.default_rng(0)
