@@ -379,7 +379,7 @@ def _group_step_case(name: str, members: int):
     setup = train_setup(name, settings, waveforms)
     work = members * train_step_flops(name, settings, setup)
     step, state = group_steps.make_group_train_step(setup.model, setup.config, members,
-                                              num_samples=waveforms.shape[1])
+                                                    num_samples=waveforms.shape[1])
     batch = jax.tree.map(lambda x: jnp.stack([x] * members), setup.batch)
     compiled, compile_s = perf.compile_timed(step, state, batch, donate_argnums=0)
     carry = {"state": state}
